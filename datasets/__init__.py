@@ -1,0 +1,1 @@
+"""Point-cloud loaders and generators (installed as ``torchsparse_lite.datasets``)."""

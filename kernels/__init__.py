@@ -1,0 +1,1 @@
+"""Triton kernels for torchsparse_lite (installed as ``torchsparse_lite.kernels``)."""

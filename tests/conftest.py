@@ -1,0 +1,45 @@
+"""Shared fixtures: the real scans in ../shared/data (skip when absent) and seeded RNGs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("TORCHSPARSE_LITE_DATA", ROOT.parent / "shared" / "data"))
+
+
+def data_file(rel: str) -> Path:
+    """Path of a file under the shared data folder, or skip the test when it is absent."""
+    path = DATA / rel
+    if not path.exists():
+        pytest.skip(f"real data not present: {path}")
+    return path
+
+
+@pytest.fixture
+def semantickitti_points() -> np.ndarray:
+    """[123389, 4] float32 x, y, z, remission of SemanticKITTI seq 00 scan 000000."""
+    return np.fromfile(data_file("semantickitti/000000.bin"), dtype=np.float32).reshape(-1, 4)
+
+
+@pytest.fixture
+def nuscenes_points() -> np.ndarray:
+    """[34688, 5] float32 x, y, z, intensity, ring of one nuScenes LIDAR_TOP sweep."""
+    return np.fromfile(data_file("nuscenes/lidar_top_1532402927647951.bin"), dtype=np.float32).reshape(-1, 5)
+
+
+@pytest.fixture
+def kitti_points() -> np.ndarray:
+    """[17238, 4] float32 x, y, z, reflectance of KITTI object frame 000008."""
+    return np.fromfile(data_file("kitti/000008.bin"), dtype=np.float32).reshape(-1, 4)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+    np.random.seed(0)

@@ -1,0 +1,95 @@
+"""Engine-wide defaults as a frozen dataclass held in a context variable.
+
+Nothing here is a mutable module global: the active :class:`EngineConfig` lives
+in a :class:`contextvars.ContextVar`, is replaced (never mutated) by
+:func:`set_config`, and can be overridden for a block with :func:`use_config`.
+Every public entry point also takes the same knobs as explicit arguments; the
+config only supplies defaults for arguments left as ``None``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+KMAP_BUILDERS = ("hash", "sort")
+BACKENDS = ("auto", "torch", "triton")
+DOWNSAMPLE_MODES = ("spconv", "minkowski")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Defaults used when a call leaves the matching argument as ``None``.
+
+    Attributes:
+        kmap_builder: ``"hash"`` (open-addressing table) or ``"sort"``
+            (sorted keys + binary search). Both give identical maps.
+        backend: ``"auto"`` (Triton on CUDA tensors, PyTorch on CPU tensors),
+            ``"torch"`` or ``"triton"``.
+        grouping: name of the grouping strategy for the gather-GEMM-scatter
+            (``"separate"`` is the per-offset baseline).
+        downsample_mode: ``"spconv"`` (outputs are the stride-grid positions
+            whose kernel window holds an input, as a dense ``conv3d`` with
+            padding ``k//2`` would give) or ``"minkowski"`` (unique ``c // s``).
+        deterministic: when True, every path gives bit-identical results run
+            after run (no atomics on the GPU).
+        chunk_rows: most map rows gathered at once per offset; bounds the
+            gather buffer to ``chunk_rows * C`` elements.
+    """
+
+    kmap_builder: str = "hash"
+    backend: str = "auto"
+    grouping: str = "separate"
+    downsample_mode: str = "spconv"
+    deterministic: bool = False
+    chunk_rows: int = 1 << 17
+
+    def __post_init__(self) -> None:
+        _check_choice("kmap_builder", self.kmap_builder, KMAP_BUILDERS)
+        _check_choice("backend", self.backend, BACKENDS)
+        _check_choice("downsample_mode", self.downsample_mode, DOWNSAMPLE_MODES)
+        if not isinstance(self.chunk_rows, int) or self.chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be a positive int, got {self.chunk_rows!r}")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+_CONFIG: contextvars.ContextVar[EngineConfig] = contextvars.ContextVar(
+    "torchsparse_lite_config", default=EngineConfig()
+)
+
+
+def get_config() -> EngineConfig:
+    """Return the active engine configuration."""
+    return _CONFIG.get()
+
+
+def set_config(**changes: object) -> EngineConfig:
+    """Replace the active configuration with a copy that has ``changes`` applied.
+
+    Returns the new configuration. Unknown names raise ``TypeError``.
+    """
+    new = dataclasses.replace(_CONFIG.get(), **changes)
+    _CONFIG.set(new)
+    return new
+
+
+@contextlib.contextmanager
+def use_config(**changes: object) -> Iterator[EngineConfig]:
+    """Context manager applying ``changes`` to the configuration for a block."""
+    token = _CONFIG.set(dataclasses.replace(_CONFIG.get(), **changes))
+    try:
+        yield _CONFIG.get()
+    finally:
+        _CONFIG.reset(token)
+
+
+def resolve(name: str, value: object) -> object:
+    """Return ``value`` or, when it is None, the active config's ``name``."""
+    return getattr(get_config(), name) if value is None else value

@@ -1,0 +1,117 @@
+"""Two interchangeable indexes over a set of packed coordinate keys.
+
+Both answer ``query(keys) -> rows`` (-1 where absent) and refuse duplicate keys.
+
+* :class:`HashIndex` — an open-addressing table (linear probing, load <= 0.5)
+  built once per coordinate set, probed for every query, as TorchSparse and
+  spconv do on the GPU. Insertion runs in rounds: every pending key tries its
+  next slot, a scatter picks one winner per empty slot, losers probe on.
+* :class:`SortIndex` — the keys sorted once, every query answered by batched
+  binary search (``torch.searchsorted``), as Minuet and PointAcc do.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .keys import unpack
+
+_GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed int64
+EMPTY = -1
+
+
+def _hash(keys: torch.Tensor) -> torch.Tensor:
+    """Fibonacci hash with an xor-shift mix; int64 wrap-around is intended."""
+    h = keys * _GOLDEN
+    return h ^ (h >> 29)
+
+
+def _duplicate_error(key: int, name: str) -> ValueError:
+    b, x, y, z = unpack(torch.tensor([key])).tolist()[0]
+    return ValueError(
+        f"{name} holds duplicate coordinates, e.g. (batch={b}, x={x}, y={y}, z={z}); a sparse tensor "
+        "needs one row per voxel: deduplicate with sparse_quantize (or torch.unique with an inverse map)"
+    )
+
+
+class HashIndex:
+    """Open-addressing hash table from packed keys to row numbers.
+
+    Args:
+        keys: [N] int64 non-negative packed keys (unique).
+        name: argument name used in the duplicate-key error.
+    """
+
+    def __init__(self, keys: torch.Tensor, name: str = "coords") -> None:
+        n = keys.numel()
+        cap = 16
+        while cap < 2 * n:
+            cap *= 2
+        self.mask = cap - 1
+        self.table_keys = torch.full((cap,), EMPTY, dtype=torch.int64, device=keys.device)
+        self.table_rows = torch.full((cap,), EMPTY, dtype=torch.int64, device=keys.device)
+        pending = torch.arange(n, device=keys.device)
+        home = _hash(keys)
+        probe = 0
+        while pending.numel():
+            slot = (home[pending] + probe) & self.mask
+            free = self.table_keys[slot] == EMPTY
+            # Many keys may race for one free slot: the scatter keeps one, and
+            # reading the slot back tells every key whether it won.
+            self.table_rows[slot[free]] = pending[free]
+            self.table_keys[slot[free]] = keys[self.table_rows[slot[free]]]
+            won = self.table_rows[slot] == pending
+            same = (self.table_keys[slot] == keys[pending]) & ~won
+            if bool(same.any()):
+                raise _duplicate_error(int(keys[pending[same][0]]), name)
+            pending = pending[~won]
+            probe += 1
+
+    def query(self, keys: torch.Tensor) -> torch.Tensor:
+        """[M] int64 keys (negative = no query) -> [M] int64 rows, -1 where absent."""
+        rows = torch.full_like(keys, EMPTY)
+        active = torch.nonzero(keys >= 0).squeeze(1)
+        home = _hash(keys)
+        probe = 0
+        while active.numel():
+            slot = (home[active] + probe) & self.mask
+            found = self.table_keys[slot]
+            hit = found == keys[active]
+            rows[active[hit]] = self.table_rows[slot[hit]]
+            active = active[~(hit | (found == EMPTY))]
+            probe += 1
+        return rows
+
+
+class SortIndex:
+    """Sorted packed keys answered by binary search.
+
+    Args:
+        keys: [N] int64 non-negative packed keys (unique).
+        name: argument name used in the duplicate-key error.
+    """
+
+    def __init__(self, keys: torch.Tensor, name: str = "coords") -> None:
+        self.sorted_keys, self.order = torch.sort(keys)
+        if keys.numel() > 1:
+            dup = self.sorted_keys[1:] == self.sorted_keys[:-1]
+            if bool(dup.any()):
+                raise _duplicate_error(int(self.sorted_keys[1:][dup][0]), name)
+
+    def query(self, keys: torch.Tensor) -> torch.Tensor:
+        """[M] int64 keys (negative = no query) -> [M] int64 rows, -1 where absent."""
+        n = self.sorted_keys.numel()
+        if n == 0:
+            return torch.full_like(keys, EMPTY)
+        pos = torch.searchsorted(self.sorted_keys, keys).clamp_(max=n - 1)
+        hit = self.sorted_keys[pos] == keys
+        return torch.where(hit, self.order[pos], torch.full_like(keys, EMPTY))
+
+
+def make_index(keys: torch.Tensor, builder: str, name: str = "coords") -> HashIndex | SortIndex:
+    """Build the index named by ``builder`` (``"hash"`` or ``"sort"``)."""
+    if builder == "hash":
+        return HashIndex(keys, name)
+    if builder == "sort":
+        return SortIndex(keys, name)
+    raise ValueError(f"kmap_builder must be 'hash' or 'sort', got {builder!r}")

@@ -1,0 +1,77 @@
+"""Packing of (batch, x, y, z) coordinates into one sortable int64 key.
+
+Layout (most to least significant): 15 bits batch, 16 bits x, 16 bits y,
+16 bits z. Keys therefore sort in (batch, x, y, z) lexicographic order and
+stay non-negative, which both map builders rely on.
+"""
+
+from __future__ import annotations
+
+import torch
+
+COORD_BITS = 16
+BATCH_BITS = 15
+MAX_COORD = (1 << COORD_BITS) - 1
+MAX_BATCH = (1 << BATCH_BITS) - 1
+_MASK = MAX_COORD
+
+
+def check_coords(coords: torch.Tensor, name: str = "coords") -> torch.Tensor:
+    """Validate a coordinate tensor and return it as int32.
+
+    Args:
+        coords: [N, 4] integer tensor laid out (batch, x, y, z).
+        name: argument name used in error messages.
+
+    Raises:
+        TypeError: not a tensor, or not an integer dtype.
+        ValueError: wrong shape, negative batch index, or a coordinate outside
+            ``[0, MAX_COORD]`` (the range the int64 key packing can hold).
+    """
+    if not isinstance(coords, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(coords).__name__}")
+    if coords.dtype.is_floating_point or coords.dtype.is_complex or coords.dtype == torch.bool:
+        raise TypeError(
+            f"{name} must be an integer tensor (int32 preferred), got {coords.dtype}; "
+            "quantize points with sparse_quantize first"
+        )
+    if coords.dim() != 2 or coords.shape[1] != 4:
+        raise ValueError(f"{name} must have shape [N, 4] laid out (batch, x, y, z), got {list(coords.shape)}")
+    if coords.numel():
+        lo = coords.amin(0).tolist()
+        hi = coords.amax(0).tolist()
+        if lo[0] < 0:
+            raise ValueError(f"{name} has a negative batch index ({lo[0]}); batch indices must be >= 0")
+        if hi[0] > MAX_BATCH:
+            raise ValueError(f"{name} has batch index {hi[0]} > {MAX_BATCH}, the most the key packing holds")
+        if min(lo[1:]) < 0:
+            raise ValueError(
+                f"{name} has negative spatial coordinates (min {lo[1:]}); shift them to start at 0 "
+                "(sparse_quantize does this)"
+            )
+        if max(hi[1:]) > MAX_COORD:
+            raise ValueError(
+                f"{name} has spatial coordinates up to {hi[1:]}, beyond {MAX_COORD}, the most the "
+                "int64 key packing holds; use a larger voxel size or crop the scene"
+            )
+    return coords.to(torch.int32)
+
+
+def pack(coords: torch.Tensor) -> torch.Tensor:
+    """Pack [N, 4] (batch, x, y, z) coordinates (already range-checked) into [N] int64 keys."""
+    c = coords.to(torch.int64)
+    return (((c[:, 0] << COORD_BITS | c[:, 1]) << COORD_BITS | c[:, 2]) << COORD_BITS) | c[:, 3]
+
+
+def unpack(keys: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`pack`: [N] int64 keys to [N, 4] int32 coordinates."""
+    z = keys & _MASK
+    y = (keys >> COORD_BITS) & _MASK
+    x = (keys >> (2 * COORD_BITS)) & _MASK
+    b = keys >> (3 * COORD_BITS)
+    return torch.stack([b, x, y, z], dim=1).to(torch.int32)
+
+
+def in_range(spatial: torch.Tensor) -> torch.Tensor:
+    """[N, 3] int64 spatial coordinates -> [N] bool, True where packable."""
+    return ((spatial >= 0) & (spatial <= MAX_COORD)).all(dim=1)

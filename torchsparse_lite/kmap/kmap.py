@@ -1,0 +1,214 @@
+"""Kernel maps: which input row meets which output row through which weight.
+
+A :class:`KernelMap` stores, for every kernel offset ``k``, the pairs
+``(in_idx, out_idx)`` such that ``in_coord = out_coord * stride + offset_k``
+(a transposed map swaps the roles). The pairs of all offsets live in two
+concatenated arrays, grouped by offset, with ``counts[k]`` pairs for offset
+``k``. This is the single interface between map building and compute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from .index import make_index
+from .keys import MAX_COORD, in_range, pack, unpack
+from .offsets import is_symmetric, kernel_offsets
+
+MODES = ("submanifold", "conv", "transposed")
+
+
+@dataclass(frozen=True, eq=False)
+class KernelMap:
+    """Compact map of one convolution.
+
+    Attributes:
+        in_idx: [M] int64 input rows, grouped by offset.
+        out_idx: [M] int64 output rows, aligned with ``in_idx``.
+        counts: pairs per offset, ``len(counts) == K``.
+        in_coords: [n_in, 4] int32 input coordinates.
+        out_coords: [n_out, 4] int32 output coordinates.
+        kernel_size, stride, dilation: conv geometry.
+        mode: ``"submanifold"``, ``"conv"`` or ``"transposed"``.
+        identity_offset: offset whose map is ``in_idx == out_idx == arange``
+            (the centre tap of a submanifold conv), or None.
+        symmetric: True when offset ``k``'s pairs are offset ``K-1-k``'s
+            pairs swapped (submanifold conv with odd kernel).
+    """
+
+    in_idx: torch.Tensor
+    out_idx: torch.Tensor
+    counts: tuple[int, ...]
+    in_coords: torch.Tensor
+    out_coords: torch.Tensor
+    kernel_size: tuple[int, int, int]
+    stride: tuple[int, int, int]
+    dilation: tuple[int, int, int]
+    mode: str
+    identity_offset: int | None = None
+    symmetric: bool = False
+
+    @property
+    def n_in(self) -> int:
+        return int(self.in_coords.shape[0])
+
+    @property
+    def n_out(self) -> int:
+        return int(self.out_coords.shape[0])
+
+    @property
+    def volume(self) -> int:
+        return len(self.counts)
+
+    @property
+    def bounds(self) -> list[tuple[int, int]]:
+        """[(start, end)] of each offset's pairs in ``in_idx``/``out_idx``."""
+        out, start = [], 0
+        for c in self.counts:
+            out.append((start, start + c))
+            start += c
+        return out
+
+    def transpose(self) -> KernelMap:
+        """The map with inputs and outputs swapped (used by transposed convs and backward)."""
+        return replace(
+            self,
+            in_idx=self.out_idx,
+            out_idx=self.in_idx,
+            in_coords=self.out_coords,
+            out_coords=self.in_coords,
+            mode="transposed" if self.mode == "conv" else ("conv" if self.mode == "transposed" else self.mode),
+        )
+
+    def to(self, device: torch.device | str) -> KernelMap:
+        return replace(
+            self,
+            in_idx=self.in_idx.to(device),
+            out_idx=self.out_idx.to(device),
+            in_coords=self.in_coords.to(device),
+            out_coords=self.out_coords.to(device),
+        )
+
+
+def _unique_coords(batch: torch.Tensor, spatial: torch.Tensor) -> torch.Tensor:
+    """Unique (batch, spatial) rows, sorted by packed key; drops unpackable rows."""
+    ok = in_range(spatial)
+    coords = torch.cat([batch[ok, None], spatial[ok]], dim=1)
+    return unpack(torch.unique(pack(coords)))
+
+
+def output_coords(
+    in_coords: torch.Tensor,
+    offsets: torch.Tensor,
+    stride: tuple[int, int, int],
+    mode: str,
+    downsample_mode: str = "spconv",
+) -> torch.Tensor:
+    """Output coordinates of a conv over ``in_coords``.
+
+    * submanifold: the inputs themselves.
+    * conv, ``"spconv"``: every ``o >= 0`` on the output grid with an input
+      at ``o * stride + offset`` for some offset (a dense ``conv3d`` with
+      padding ``k // 2`` restricted to its active outputs).
+    * conv, ``"minkowski"``: unique ``c // stride``.
+    * transposed (no cached down-sampling map): every ``c = o * stride + offset >= 0``.
+
+    Returns:
+        [n_out, 4] int32, sorted by (batch, x, y, z) except for submanifold.
+    """
+    if mode == "submanifold":
+        return in_coords
+    c = in_coords.to(torch.int64)
+    b, xyz = c[:, 0], c[:, 1:]
+    s = torch.tensor(stride, dtype=torch.int64, device=c.device)
+    if mode == "conv" and downsample_mode == "minkowski":
+        return _unique_coords(b, torch.div(xyz, s, rounding_mode="floor"))
+    k = offsets.shape[0]
+    bb = b.repeat(k)
+    if mode == "conv":
+        shifted = (xyz[None] - offsets[:, None]).reshape(-1, 3)
+        keep = (shifted % s == 0).all(dim=1)
+        return _unique_coords(bb[keep], shifted[keep] // s)
+    shifted = (xyz[None] * s + offsets[:, None]).reshape(-1, 3)
+    return _unique_coords(bb, shifted)
+
+
+def build_kernel_map(
+    in_coords: torch.Tensor,
+    kernel_size: tuple[int, int, int],
+    stride: tuple[int, int, int] = (1, 1, 1),
+    dilation: tuple[int, int, int] = (1, 1, 1),
+    *,
+    mode: str = "submanifold",
+    out_coords: torch.Tensor | None = None,
+    builder: str = "hash",
+    downsample_mode: str = "spconv",
+) -> KernelMap:
+    """Build the kernel map of one convolution.
+
+    Args:
+        in_coords: [N, 4] int32 (batch, x, y, z), unique, range-checked.
+        kernel_size, stride, dilation: 3-tuples of positive ints.
+        mode: ``"submanifold"`` (stride must be 1), ``"conv"`` or ``"transposed"``.
+        out_coords: [M, 4] output coordinates to use instead of computing
+            them (e.g. the finer coordinates of a transposed conv).
+        builder: ``"hash"`` or ``"sort"``; both give the identical map.
+        downsample_mode: ``"spconv"`` or ``"minkowski"`` (strided conv outputs).
+
+    Returns:
+        The :class:`KernelMap`. Pairs of each offset are sorted by output row,
+        except the mirrored half of a symmetric map (sorted by input row).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "submanifold" and stride != (1, 1, 1):
+        raise ValueError(f"a submanifold conv needs stride 1, got {stride}")
+    device = in_coords.device
+    offsets = kernel_offsets(kernel_size, dilation, device)
+    if out_coords is None:
+        out_coords = output_coords(in_coords, offsets, stride, mode, downsample_mode)
+    index = make_index(pack(in_coords), builder, "coords")
+    s = torch.tensor(stride, dtype=torch.int64, device=device)
+    o = out_coords.to(torch.int64)
+    ob, oxyz = o[:, 0:1], o[:, 1:]
+    volume = offsets.shape[0]
+    symmetric = mode == "submanifold" and is_symmetric(kernel_size)
+    centre = volume // 2 if symmetric else None
+    ins: list[torch.Tensor] = [torch.empty(0, dtype=torch.int64, device=device)] * volume
+    outs: list[torch.Tensor] = list(ins)
+    for k in range(volume):
+        if symmetric and k > centre:
+            # Offset k is -(offset K-1-k): same pairs with the roles swapped.
+            ins[k], outs[k] = outs[volume - 1 - k], ins[volume - 1 - k]
+            continue
+        if k == centre:
+            rows = torch.arange(o.shape[0], device=device)
+            ins[k], outs[k] = rows, rows
+            continue
+        if mode == "transposed":
+            src = oxyz - offsets[k]
+            ok = (src % s == 0).all(dim=1)
+            src = src // s
+        else:
+            src = oxyz * s + offsets[k]
+            ok = torch.ones(o.shape[0], dtype=torch.bool, device=device)
+        ok &= (src >= 0).all(dim=1) & (src <= MAX_COORD).all(dim=1)
+        keys = torch.where(ok, pack(torch.cat([ob, src.clamp(0, MAX_COORD)], dim=1)), -1)
+        found = index.query(keys)
+        hit = torch.nonzero(found >= 0).squeeze(1)
+        ins[k], outs[k] = found[hit], hit
+    return KernelMap(
+        in_idx=torch.cat(ins),
+        out_idx=torch.cat(outs),
+        counts=tuple(int(t.numel()) for t in ins),
+        in_coords=in_coords,
+        out_coords=out_coords,
+        kernel_size=kernel_size,
+        stride=stride,
+        dilation=dilation,
+        mode=mode,
+        identity_offset=centre,
+        symmetric=symmetric,
+    )

@@ -1,0 +1,96 @@
+"""Pooling and densification of sparse tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..config import resolve
+from ..kmap.offsets import triple
+from ..tensor import SparseTensor
+
+
+class MaxPool3d(nn.Module):
+    """Sparse max over each output's kernel window (only active inputs count).
+
+    Output coordinates follow the same rule as a :class:`Conv3d` with the
+    same geometry (the inputs themselves for stride 1).
+    """
+
+    def __init__(
+        self,
+        kernel_size: int | Sequence[int] = 2,
+        stride: int | Sequence[int] | None = None,
+        dilation: int | Sequence[int] = 1,
+        *,
+        kmap_builder: str | None = None,
+        downsample_mode: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.kernel_size = triple(kernel_size, "kernel_size")
+        self.stride = triple(kernel_size if stride is None else stride, "stride")
+        self.dilation = triple(dilation, "dilation")
+        self.kmap_builder = kmap_builder
+        self.downsample_mode = downsample_mode
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        mode = "submanifold" if self.stride == (1, 1, 1) else "conv"
+        kmap = x.caches.get(
+            x.coords,
+            x.stride,
+            self.kernel_size,
+            self.stride,
+            self.dilation,
+            mode,
+            resolve("kmap_builder", self.kmap_builder),
+            resolve("downsample_mode", self.downsample_mode),
+        )
+        c = x.feats.shape[1]
+        out = x.feats.new_full((kmap.n_out, c), float("-inf"))
+        index = kmap.out_idx[:, None].expand(-1, c)
+        out = out.scatter_reduce(0, index, x.feats.index_select(0, kmap.in_idx), reduce="amax", include_self=False)
+        stride = tuple(t * s for t, s in zip(x.stride, self.stride))
+        return SparseTensor(out, kmap.out_coords, stride, caches=x.caches, validate=False)
+
+
+def _per_sample(x: SparseTensor, reduce: str) -> torch.Tensor:
+    batch = x.coords[:, 0].long()
+    nb = x.batch_size
+    c = x.feats.shape[1]
+    if reduce == "mean":
+        sums = x.feats.new_zeros(nb, c).index_add_(0, batch, x.feats)
+        counts = torch.bincount(batch, minlength=nb).clamp_(min=1).to(x.feats.dtype)
+        return sums / counts[:, None]
+    out = x.feats.new_full((nb, c), float("-inf"))
+    return out.scatter_reduce(0, batch[:, None].expand(-1, c), x.feats, reduce="amax", include_self=False)
+
+
+class GlobalAvgPool(nn.Module):
+    """Mean of the features of each sample -> dense [B, C]."""
+
+    def forward(self, x: SparseTensor) -> torch.Tensor:
+        return _per_sample(x, "mean")
+
+
+class GlobalMaxPool(nn.Module):
+    """Max of the features of each sample -> dense [B, C]."""
+
+    def forward(self, x: SparseTensor) -> torch.Tensor:
+        return _per_sample(x, "amax")
+
+
+class ToDense(nn.Module):
+    """Sparse tensor -> dense [B, C, X, Y, Z] grid (zeros where inactive).
+
+    Args:
+        spatial_range: fixed grid size (X, Y, Z); default the tensor's extent.
+    """
+
+    def __init__(self, spatial_range: Sequence[int] | None = None) -> None:
+        super().__init__()
+        self.spatial_range = None if spatial_range is None else tuple(int(v) for v in spatial_range)
+
+    def forward(self, x: SparseTensor) -> torch.Tensor:
+        return x.dense(self.spatial_range)

@@ -1,0 +1,189 @@
+"""The sparse tensor: integer voxel coordinates, their features, a stride and a map cache."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .kmap.cache import KernelMapCache
+from .kmap.keys import check_coords
+from .kmap.offsets import triple
+
+
+def check_feats(feats: torch.Tensor, n: int | None = None, name: str = "feats") -> None:
+    """Validate a feature matrix: floating [N, C], finite, ``N == n`` when given."""
+    if not isinstance(feats, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(feats).__name__}")
+    if not feats.dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating-point tensor, got {feats.dtype}; cast with .float()")
+    if feats.dim() != 2:
+        raise ValueError(f"{name} must have shape [N, C], got {list(feats.shape)}")
+    if n is not None and feats.shape[0] != n:
+        raise ValueError(f"{name} has {feats.shape[0]} rows but coords has {n}; they must match one to one")
+    if feats.numel() and not bool(torch.isfinite(feats).all()):
+        raise ValueError(f"{name} contains NaN or Inf values; clean the input features first")
+
+
+class SparseTensor:
+    """Features on the active voxels of a batch of 3D grids.
+
+    Args:
+        feats: [N, C] floating-point features.
+        coords: [N, 4] integer coordinates (batch, x, y, z), unique, >= 0,
+            in units of this tensor's stride (stride-2 coordinate 5 is the
+            voxel spanning original voxels 10 and 11).
+        stride: tensor stride relative to the original voxelization.
+        spatial_range: optional grid size (X, Y, Z) used by :meth:`dense`.
+        caches: kernel-map cache to share; a new one when None.
+        validate: check dtypes, shapes, ranges and finiteness (layers that
+            derive a tensor from a validated one skip it).
+    """
+
+    def __init__(
+        self,
+        feats: torch.Tensor,
+        coords: torch.Tensor,
+        stride: int | Sequence[int] = 1,
+        *,
+        spatial_range: Sequence[int] | None = None,
+        caches: KernelMapCache | None = None,
+        validate: bool = True,
+    ) -> None:
+        if validate:
+            coords = check_coords(coords, "coords")
+            check_feats(feats, coords.shape[0], "feats")
+            if feats.device != coords.device:
+                raise ValueError(f"feats is on {feats.device} but coords on {coords.device}; move both to one device")
+        self.feats = feats
+        self.coords = coords
+        self.stride = triple(stride, "stride")
+        self.spatial_range = None if spatial_range is None else tuple(int(v) for v in spatial_range)
+        self.caches = KernelMapCache() if caches is None else caches
+
+    # ----------------------------------------------------------------- basics
+    @property
+    def F(self) -> torch.Tensor:  # noqa: N802 - TorchSparse's short name
+        return self.feats
+
+    @property
+    def C(self) -> torch.Tensor:  # noqa: N802
+        return self.coords
+
+    @property
+    def device(self) -> torch.device:
+        return self.feats.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.feats.dtype
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.feats.shape
+
+    def __len__(self) -> int:
+        return int(self.coords.shape[0])
+
+    @property
+    def batch_size(self) -> int:
+        """Number of samples: largest batch index + 1 (0 when empty)."""
+        return int(self.coords[:, 0].max()) + 1 if len(self) else 0
+
+    def spatial_extent(self) -> tuple[int, int, int]:
+        """Grid size (X, Y, Z): ``spatial_range`` if set, else max coordinate + 1."""
+        if self.spatial_range is not None:
+            return self.spatial_range  # type: ignore[return-value]
+        if not len(self):
+            return (0, 0, 0)
+        return tuple(int(v) + 1 for v in self.coords[:, 1:].amax(0))  # type: ignore[return-value]
+
+    def replace(self, feats: torch.Tensor) -> SparseTensor:
+        """Same coordinates, stride and cache, new features (row count must match)."""
+        if feats.shape[0] != len(self):
+            raise ValueError(f"replace: feats has {feats.shape[0]} rows, the tensor has {len(self)}")
+        return SparseTensor(
+            feats, self.coords, self.stride, spatial_range=self.spatial_range, caches=self.caches, validate=False
+        )
+
+    def to(self, *args, **kwargs) -> SparseTensor:
+        """Like ``Tensor.to``: device and/or dtype (dtype applies to features only).
+
+        Moving to another device starts a new map cache there.
+        """
+        feats = self.feats.to(*args, **kwargs)
+        coords = self.coords.to(feats.device)
+        caches = self.caches if feats.device == self.feats.device else None
+        return SparseTensor(feats, coords, self.stride, spatial_range=self.spatial_range, caches=caches, validate=False)
+
+    def cpu(self) -> SparseTensor:
+        return self.to("cpu")
+
+    def cuda(self, device: int | str | None = None) -> SparseTensor:
+        return self.to(torch.device("cuda") if device is None else torch.device("cuda", device) if isinstance(device, int) else device)
+
+    def half(self) -> SparseTensor:
+        return self.to(torch.float16)
+
+    def float(self) -> SparseTensor:
+        return self.to(torch.float32)
+
+    def detach(self) -> SparseTensor:
+        return self.replace(self.feats.detach())
+
+    # ----------------------------------------------------------------- dense
+    def dense(self, spatial_range: Sequence[int] | None = None) -> torch.Tensor:
+        """Scatter into a dense [B, C, X, Y, Z] grid (zeros where inactive).
+
+        Args:
+            spatial_range: grid size; default :meth:`spatial_extent`.
+        """
+        size = tuple(spatial_range) if spatial_range is not None else self.spatial_extent()
+        c = self.coords.to(torch.int64)
+        if len(self) and any(int(c[:, i + 1].max()) >= size[i] for i in range(3)):
+            raise ValueError(f"dense: coordinates reach {c[:, 1:].amax(0).tolist()}, outside spatial_range {size}")
+        b = self.batch_size
+        out = self.feats.new_zeros((b, *size, self.feats.shape[1]))
+        out[c[:, 0], c[:, 1], c[:, 2], c[:, 3]] = self.feats
+        return out.permute(0, 4, 1, 2, 3).contiguous()
+
+    # ----------------------------------------------------------------- maths
+    def _check_same_layout(self, other: SparseTensor, op: str) -> None:
+        if not isinstance(other, SparseTensor):
+            raise TypeError(f"{op}: expected a SparseTensor, got {type(other).__name__}")
+        if self.stride != other.stride:
+            raise ValueError(f"{op}: strides differ ({self.stride} vs {other.stride}); tensors must share coordinates")
+        if other.coords is not self.coords and not torch.equal(other.coords, self.coords):
+            raise ValueError(f"{op}: coordinates differ; both tensors must have the same coords in the same order")
+
+    def __add__(self, other: SparseTensor | torch.Tensor | float) -> SparseTensor:
+        if isinstance(other, SparseTensor):
+            self._check_same_layout(other, "add")
+            return self.replace(self.feats + other.feats)
+        return self.replace(self.feats + other)
+
+    __radd__ = __add__
+
+    def __mul__(self, other: torch.Tensor | float) -> SparseTensor:
+        if isinstance(other, SparseTensor):
+            self._check_same_layout(other, "mul")
+            return self.replace(self.feats * other.feats)
+        return self.replace(self.feats * other)
+
+    __rmul__ = __mul__
+
+    def __repr__(self) -> str:
+        return (
+            f"SparseTensor(n={len(self)}, channels={self.feats.shape[1] if self.feats.dim() == 2 else '?'}, "
+            f"stride={self.stride}, dtype={self.dtype}, device={self.device})"
+        )
+
+
+def cat(tensors: Sequence[SparseTensor]) -> SparseTensor:
+    """Concatenate features along channels; all tensors must share coordinates and stride."""
+    if not tensors:
+        raise ValueError("cat: need at least one SparseTensor")
+    first = tensors[0]
+    for t in tensors[1:]:
+        first._check_same_layout(t, "cat")
+    return first.replace(torch.cat([t.feats for t in tensors], dim=1))

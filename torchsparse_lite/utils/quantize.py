@@ -1,0 +1,110 @@
+"""Voxelization of point clouds and batching of sparse tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from ..kmap.keys import MAX_COORD, check_coords, pack
+from ..tensor import SparseTensor, check_feats
+
+
+class Quantized(NamedTuple):
+    """Result of :func:`sparse_quantize`.
+
+    Attributes:
+        coords: [M, 3] int32 unique voxel coordinates (x, y, z), >= 0.
+        index: [M] int64, one source point per voxel (``points[index]``).
+        inverse: [N] int64, voxel row of every point (``voxel_pred[inverse]``).
+        origin: [3] int64 voxel coordinate subtracted so that coords start at 0.
+    """
+
+    coords: torch.Tensor
+    index: torch.Tensor
+    inverse: torch.Tensor
+    origin: torch.Tensor
+
+
+def sparse_quantize(
+    points: torch.Tensor | np.ndarray,
+    voxel_size: float | Sequence[float],
+    *,
+    origin: Sequence[int] | None = None,
+) -> Quantized:
+    """Voxelize points: unique voxel coordinates plus index and inverse maps.
+
+    Args:
+        points: [N, >=3] float array; the first three columns are x, y, z.
+        voxel_size: edge length (or three lengths) of a voxel.
+        origin: voxel coordinate mapped to 0; default the per-axis minimum.
+
+    Returns:
+        :class:`Quantized`; ``index`` picks the first point of each voxel
+        (deterministic), ``inverse`` maps every point to its voxel.
+    """
+    pts = torch.as_tensor(points)
+    if pts.dtype.is_floating_point is False:
+        raise TypeError(f"points must be a floating-point array, got {pts.dtype}")
+    if pts.dim() != 2 or pts.shape[1] < 3:
+        raise ValueError(f"points must have shape [N, >=3], got {list(pts.shape)}")
+    if pts.shape[0] == 0:
+        raise ValueError("points is empty: there is nothing to voxelize")
+    xyz = pts[:, :3].to(torch.float64)
+    if not bool(torch.isfinite(xyz).all()):
+        raise ValueError("points contains NaN or Inf coordinates; drop those points first")
+    vs = torch.as_tensor(voxel_size, dtype=torch.float64).reshape(-1).expand(3)
+    if not bool((vs > 0).all()):
+        raise ValueError(f"voxel_size must be > 0, got {voxel_size!r}")
+    grid = torch.floor(xyz / vs).to(torch.int64)
+    base = grid.amin(0) if origin is None else torch.as_tensor(origin, dtype=torch.int64).reshape(3)
+    grid = grid - base
+    if int(grid.min()) < 0:
+        raise ValueError(f"points lie below origin {base.tolist()} (in voxels); choose a smaller origin")
+    if int(grid.max()) > MAX_COORD:
+        raise ValueError(
+            f"the scene spans {int(grid.max()) + 1} voxels on one axis, more than {MAX_COORD + 1}; "
+            "increase voxel_size or crop the points"
+        )
+    coords4 = torch.cat([torch.zeros_like(grid[:, :1]), grid], dim=1)
+    keys = pack(coords4)
+    uniq, inverse = torch.unique(keys, return_inverse=True)
+    n = keys.shape[0]
+    # First point of each voxel: the smallest point index among its members.
+    index = torch.full((uniq.shape[0],), n, dtype=torch.int64).scatter_reduce_(
+        0, inverse, torch.arange(n), reduce="amin"
+    )
+    return Quantized(grid[index].to(torch.int32), index, inverse, base)
+
+
+def sparse_collate(tensors: Sequence[SparseTensor]) -> SparseTensor:
+    """Stack single-sample tensors into one batch (batch index = list position).
+
+    Each input must have batch index 0 everywhere, the same stride, channel
+    count, dtype and device.
+    """
+    if not tensors:
+        raise ValueError("sparse_collate: need at least one SparseTensor")
+    first = tensors[0]
+    feats, coords = [], []
+    for i, t in enumerate(tensors):
+        if not isinstance(t, SparseTensor):
+            raise TypeError(f"sparse_collate: item {i} is {type(t).__name__}, expected SparseTensor")
+        if t.stride != first.stride:
+            raise ValueError(f"sparse_collate: item {i} has stride {t.stride}, item 0 has {first.stride}")
+        if t.feats.shape[1] != first.feats.shape[1]:
+            raise ValueError(
+                f"sparse_collate: item {i} has {t.feats.shape[1]} channels, item 0 has {first.feats.shape[1]}"
+            )
+        if len(t) and int(t.coords[:, 0].abs().max()) != 0:
+            raise ValueError(f"sparse_collate: item {i} already has batch indices != 0; collate single samples")
+        c = t.coords.clone()
+        c[:, 0] = i
+        coords.append(c)
+        feats.append(t.feats)
+    coords_t = check_coords(torch.cat(coords), "coords")
+    feats_t = torch.cat(feats)
+    check_feats(feats_t, coords_t.shape[0])
+    return SparseTensor(feats_t, coords_t, first.stride, validate=False)
