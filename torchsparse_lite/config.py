@@ -61,7 +61,7 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 _CONFIG: contextvars.ContextVar[EngineConfig] = contextvars.ContextVar(
-    "torchsparse_lite_config", default=EngineConfig()
+    "torchsparse_lite_config", default=EngineConfig()  # noqa: B039 - frozen, hence immutable
 )
 
 

@@ -120,7 +120,9 @@ class SparseTensor:
         return self.to("cpu")
 
     def cuda(self, device: int | str | None = None) -> SparseTensor:
-        return self.to(torch.device("cuda") if device is None else torch.device("cuda", device) if isinstance(device, int) else device)
+        if isinstance(device, int):
+            return self.to(torch.device("cuda", device))
+        return self.to(device or "cuda")
 
     def half(self) -> SparseTensor:
         return self.to(torch.float16)

@@ -103,7 +103,7 @@ class Conv3d(nn.Module):
         if self.transposed:
             for t, s in zip(stride, self.stride):
                 if t % s:
-                    raise ValueError(f"transposed conv with stride {self.stride} cannot apply to tensor stride {stride}")
+                    raise ValueError(f"transposed conv stride {self.stride} does not divide tensor stride {stride}")
             return tuple(t // s for t, s in zip(stride, self.stride))  # type: ignore[return-value]
         return tuple(t * s for t, s in zip(stride, self.stride))  # type: ignore[return-value]
 
