@@ -9,6 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+# Triton kernels run on the CPU through the interpreter when no GPU is present.
+# Triton reads this when a kernel is decorated, so it is set before any test
+# module imports torchsparse_lite.kernels.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("TORCHSPARSE_LITE_DATA", ROOT.parent / "shared" / "data"))
 
