@@ -15,7 +15,7 @@ import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-KMAP_BUILDERS = ("hash", "sort")
+KMAP_BUILDERS = ("auto", "hash", "sort")
 BACKENDS = ("auto", "torch", "triton")
 DOWNSAMPLE_MODES = ("spconv", "minkowski")
 
@@ -25,8 +25,9 @@ class EngineConfig:
     """Defaults used when a call leaves the matching argument as ``None``.
 
     Attributes:
-        kmap_builder: ``"hash"`` (open-addressing table) or ``"sort"``
-            (sorted keys + binary search). Both give identical maps.
+        kmap_builder: ``"hash"`` (open-addressing table), ``"sort"`` (sorted
+            keys + binary search) or ``"auto"`` (sort on CPU, hash on GPU).
+            All give identical maps.
         backend: ``"auto"`` (Triton on CUDA tensors, PyTorch on CPU tensors),
             ``"torch"`` or ``"triton"``.
         grouping: name of the grouping strategy for the gather-GEMM-scatter
@@ -40,7 +41,7 @@ class EngineConfig:
             gather buffer to ``chunk_rows * C`` elements.
     """
 
-    kmap_builder: str = "hash"
+    kmap_builder: str = "auto"
     backend: str = "auto"
     grouping: str = "separate"
     downsample_mode: str = "spconv"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from ..config import get_config, resolve
+from ..grouping import GroupingConfig, GroupingTuner, as_grouping, grouped_sparse_conv
 from ..kmap.kmap import KernelMap
 
 
@@ -40,12 +41,14 @@ def gather_gemm_scatter(
     Returns:
         [n_out, Cout] tensor in ``feats.dtype``.
     """
-    out = feats.new_zeros((n_out, weight.shape[2]))
+    if identity_offset is not None and bounds[identity_offset][1] > bounds[identity_offset][0]:
+        # The centre tap maps every row to itself: a plain GEMM initialises
+        # the output, saving both a zero fill and a gather.
+        out = feats @ weight[identity_offset]
+    else:
+        out = feats.new_zeros((n_out, weight.shape[2]))
     for k, (start, end) in enumerate(bounds):
-        if end == start:
-            continue
-        if k == identity_offset:
-            out.addmm_(feats, weight[k])
+        if end == start or k == identity_offset:
             continue
         for s in range(start, end, chunk_rows):
             e = min(s + chunk_rows, end)
@@ -134,7 +137,7 @@ def sparse_conv(
     kmap: KernelMap,
     *,
     backend: str | None = None,
-    grouping: str | None = None,
+    grouping: str | GroupingConfig | GroupingTuner | None = None,
 ) -> torch.Tensor:
     """Apply a sparse convolution given its kernel map.
 
@@ -143,7 +146,9 @@ def sparse_conv(
         weight: [K, Cin, Cout] weights, row ``k`` for offset ``k``.
         kmap: the :class:`KernelMap` (a transposed conv passes the swapped map).
         backend: ``"torch"``, ``"triton"`` or ``"auto"`` (Triton on CUDA).
-        grouping: grouping strategy name (see ``torchsparse_lite.grouping``).
+        grouping: strategy name, :class:`GroupingConfig`, or a
+            :class:`GroupingTuner` that picks (and caches) an adaptive config
+            per layer signature and device (see ``torchsparse_lite.grouping``).
 
     Returns:
         [n_out, Cout] output features.
@@ -152,10 +157,24 @@ def sparse_conv(
     backend = resolve("backend", backend)
     if backend == "auto":
         backend = "triton" if feats.is_cuda else "torch"
+    if backend not in ("torch", "triton"):
+        raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
+    grouping = resolve("grouping", grouping)
+    if isinstance(grouping, GroupingTuner):
+        grouping = grouping.choose(
+            feats, weight, kmap, lambda cfg: _run(feats.detach(), weight.detach(), kmap, backend, cfg)
+        )
+    return _run(feats, weight, kmap, backend, as_grouping(grouping))
+
+
+def _run(
+    feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap, backend: str, grouping: GroupingConfig
+) -> torch.Tensor:
+    """Execute the conv on ``backend`` with the given grouping."""
     if backend == "triton":
         from .. import kernels  # noqa: PLC0415 - Triton is imported only when used
 
-        return kernels.sparse_conv_triton(feats, weight, kmap, grouping=resolve("grouping", grouping))
-    if backend != "torch":
-        raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
+        return kernels.sparse_conv_triton(feats, weight, kmap, grouping=grouping)
+    if grouping.strategy != "separate":
+        return grouped_sparse_conv(feats, weight, kmap, grouping, get_config().chunk_rows)
     return SparseConvFunction.apply(feats, weight, kmap, get_config().chunk_rows)

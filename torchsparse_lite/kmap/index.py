@@ -16,14 +16,20 @@ import torch
 
 from .keys import unpack
 
-_GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed int64
+_MIX1 = -4658895280553007687  # 0xBF58476D1CE4E5B9 as a signed int64
+_MIX2 = -7723592293110705685  # 0x94D049BB133111EB
 EMPTY = -1
 
 
 def _hash(keys: torch.Tensor) -> torch.Tensor:
-    """Fibonacci hash with an xor-shift mix; int64 wrap-around is intended."""
-    h = keys * _GOLDEN
-    return h ^ (h >> 29)
+    """SplitMix64 finaliser (int64 wrap-around intended).
+
+    The packed key's low bits are just z, so the table slot (low bits of the
+    hash) must depend on every field: two multiply/xor-shift rounds mix them.
+    """
+    h = (keys ^ (keys >> 30)) * _MIX1
+    h = (h ^ (h >> 27)) * _MIX2
+    return h ^ (h >> 31)
 
 
 def _duplicate_error(key: int, name: str) -> ValueError:
@@ -109,9 +115,21 @@ class SortIndex:
 
 
 def make_index(keys: torch.Tensor, builder: str, name: str = "coords") -> HashIndex | SortIndex:
-    """Build the index named by ``builder`` (``"hash"`` or ``"sort"``)."""
+    """Build the index named by ``builder``: ``"hash"``, ``"sort"`` or ``"auto"``.
+
+    ``"auto"`` takes the sort index on the CPU (vectorised binary search beats
+    round-based probing there) and the hash table on the GPU.
+    """
+    if builder == "auto":
+        builder = "hash" if keys.is_cuda else "sort"
+    if builder in ("triton_hash", "triton_sort") or (keys.is_cuda and builder in ("hash", "sort")):
+        # CUDA keys get the Triton-kernel index of the same kind; the explicit
+        # "triton_*" names let tests run it on the CPU under TRITON_INTERPRET=1.
+        from ..kernels import make_triton_index  # noqa: PLC0415 - Triton is imported only when used
+
+        return make_triton_index(keys, builder.removeprefix("triton_"), name)
     if builder == "hash":
         return HashIndex(keys, name)
     if builder == "sort":
         return SortIndex(keys, name)
-    raise ValueError(f"kmap_builder must be 'hash' or 'sort', got {builder!r}")
+    raise ValueError(f"kmap_builder must be 'auto', 'hash' or 'sort', got {builder!r}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from .index import make_index
-from .keys import MAX_COORD, in_range, pack, unpack
+from .keys import COORD_BITS, MAX_COORD, in_range, pack, unpack
 from .offsets import is_symmetric, kernel_offsets
 
 MODES = ("submanifold", "conv", "transposed")
@@ -135,6 +135,31 @@ def output_coords(
     return _unique_coords(bb, shifted)
 
 
+def _packed_shift(shift: torch.Tensor) -> int:
+    """Key difference of a spatial shift (dx, dy, dz): packing is linear while fields stay in range."""
+    dx, dy, dz = (int(v) for v in shift)
+    return (dx << (2 * COORD_BITS)) + (dy << COORD_BITS) + dz
+
+
+def _in_range_mask(base: torch.Tensor, lo: list[int], hi: list[int], shift: torch.Tensor) -> torch.Tensor | None:
+    """Rows whose ``base + shift`` stays inside [0, MAX_COORD] on every axis; None when all do.
+
+    Only axes where the shift can leave the range (given the per-axis min/max
+    ``lo``/``hi`` of ``base``) are compared, so interior offsets cost nothing.
+    """
+    mask = None
+    for axis in range(3):
+        d = int(shift[axis])
+        if d < 0 and lo[axis] + d < 0:
+            m = base[:, axis] >= -d
+        elif d > 0 and hi[axis] + d > MAX_COORD:
+            m = base[:, axis] <= MAX_COORD - d
+        else:
+            continue
+        mask = m if mask is None else mask & m
+    return mask
+
+
 def build_kernel_map(
     in_coords: torch.Tensor,
     kernel_size: tuple[int, int, int],
@@ -143,10 +168,16 @@ def build_kernel_map(
     *,
     mode: str = "submanifold",
     out_coords: torch.Tensor | None = None,
-    builder: str = "hash",
+    builder: str = "auto",
     downsample_mode: str = "spconv",
 ) -> KernelMap:
     """Build the kernel map of one convolution.
+
+    For output ``o`` and offset ``d`` the input looked up is ``o * s + d``
+    (conv, submanifold) or ``(o - d) / s`` when divisible (transposed). Since
+    the key packing is linear, every query key is one base key per output plus
+    one constant per offset; only outputs near the coordinate range's edges
+    need a range check.
 
     Args:
         in_coords: [N, 4] int32 (batch, x, y, z), unique, range-checked.
@@ -154,12 +185,11 @@ def build_kernel_map(
         mode: ``"submanifold"`` (stride must be 1), ``"conv"`` or ``"transposed"``.
         out_coords: [M, 4] output coordinates to use instead of computing
             them (e.g. the finer coordinates of a transposed conv).
-        builder: ``"hash"`` or ``"sort"``; both give the identical map.
+        builder: ``"hash"``, ``"sort"`` or ``"auto"``; all give the identical map.
         downsample_mode: ``"spconv"`` or ``"minkowski"`` (strided conv outputs).
 
     Returns:
-        The :class:`KernelMap`. Pairs of each offset are sorted by output row,
-        except the mirrored half of a symmetric map (sorted by input row).
+        The :class:`KernelMap`; pairs of each offset are sorted by output row.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -170,35 +200,51 @@ def build_kernel_map(
     if out_coords is None:
         out_coords = output_coords(in_coords, offsets, stride, mode, downsample_mode)
     index = make_index(pack(in_coords), builder, "coords")
+    volume = offsets.shape[0]
+    n_out = out_coords.shape[0]
     s = torch.tensor(stride, dtype=torch.int64, device=device)
     o = out_coords.to(torch.int64)
-    ob, oxyz = o[:, 0:1], o[:, 1:]
-    volume = offsets.shape[0]
     symmetric = mode == "submanifold" and is_symmetric(kernel_size)
     centre = volume // 2 if symmetric else None
-    ins: list[torch.Tensor] = [torch.empty(0, dtype=torch.int64, device=device)] * volume
-    outs: list[torch.Tensor] = list(ins)
+    if mode == "transposed":
+        # (o - d) / s = o // s - ceil-free shift, valid when o % s == d % s.
+        base = torch.cat([o[:, :1], torch.div(o[:, 1:], s, rounding_mode="floor")], dim=1)
+        residue = o[:, 1:] % s
+        shifts = -torch.div(offsets, s, rounding_mode="floor")
+    else:
+        base = torch.cat([o[:, :1], o[:, 1:] * s], dim=1)
+        residue = None
+        shifts = offsets
+    base_keys = pack(base) if n_out else torch.empty(0, dtype=torch.int64, device=device)
+    lo = base[:, 1:].amin(0).tolist() if n_out else [0, 0, 0]
+    hi = base[:, 1:].amax(0).tolist() if n_out else [0, 0, 0]
+    empty = torch.empty(0, dtype=torch.int64, device=device)
+    ins: list[torch.Tensor] = [empty] * volume
+    outs: list[torch.Tensor] = [empty] * volume
     for k in range(volume):
         if symmetric and k > centre:
-            # Offset k is -(offset K-1-k): same pairs with the roles swapped.
-            ins[k], outs[k] = outs[volume - 1 - k], ins[volume - 1 - k]
             continue
         if k == centre:
-            rows = torch.arange(o.shape[0], device=device)
+            rows = torch.arange(n_out, device=device)
             ins[k], outs[k] = rows, rows
             continue
-        if mode == "transposed":
-            src = oxyz - offsets[k]
-            ok = (src % s == 0).all(dim=1)
-            src = src // s
-        else:
-            src = oxyz * s + offsets[k]
-            ok = torch.ones(o.shape[0], dtype=torch.bool, device=device)
-        ok &= (src >= 0).all(dim=1) & (src <= MAX_COORD).all(dim=1)
-        keys = torch.where(ok, pack(torch.cat([ob, src.clamp(0, MAX_COORD)], dim=1)), -1)
+        keys = base_keys + _packed_shift(shifts[k])
+        ok = _in_range_mask(base[:, 1:], lo, hi, shifts[k])
+        if residue is not None and any(v > 1 for v in stride):
+            fits = (residue == offsets[k] % s).all(dim=1)
+            ok = fits if ok is None else ok & fits
+        if ok is not None:
+            keys = torch.where(ok, keys, -1)
         found = index.query(keys)
         hit = torch.nonzero(found >= 0).squeeze(1)
         ins[k], outs[k] = found[hit], hit
+    if symmetric:
+        # Offset k is -(offset K-1-k): the same pairs with the roles swapped,
+        # re-sorted by output row so scatters walk the output in order.
+        for k in range(centre + 1, volume):
+            mirror_in, mirror_out = ins[volume - 1 - k], outs[volume - 1 - k]
+            order = torch.argsort(mirror_in)
+            ins[k], outs[k] = mirror_out[order], mirror_in[order]
     return KernelMap(
         in_idx=torch.cat(ins),
         out_idx=torch.cat(outs),
