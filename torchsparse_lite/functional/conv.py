@@ -162,7 +162,7 @@ def sparse_conv(
     grouping = resolve("grouping", grouping)
     if isinstance(grouping, GroupingTuner):
         grouping = grouping.choose(
-            feats, weight, kmap, lambda cfg: _run(feats.detach(), weight.detach(), kmap, backend, cfg)
+            feats, weight, kmap, lambda cfg: _run(feats.detach(), weight.detach(), kmap, backend, cfg), tag=backend
         )
     return _run(feats, weight, kmap, backend, as_grouping(grouping))
 

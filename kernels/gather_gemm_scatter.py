@@ -1,0 +1,160 @@
+"""Fused gather -> GEMM -> scatter (weight-stationary, atomic scatter).
+
+The story of one program: it owns ``BLOCK_M`` consecutive pairs of one kernel
+offset ``k`` and ``BLOCK_N`` output channels. It loads the pairs' input row
+numbers, then, ``BLOCK_K`` input channels at a time, loads those rows of the
+features straight from global memory (the gather happens inside the kernel,
+no ``feats[in_idx]`` buffer is ever written), multiplies them by the matching
+tile of ``weight[k]`` and accumulates in fp32 registers. At the end the tile
+is added to the output rows with ``atomic_add``: two pairs of different
+offsets may hit the same output row, so concurrent programs must not
+overwrite each other.
+
+One launch executes one *group* of offsets of a grouping plan (see
+``torchsparse_lite.grouping``): the grid is padded to the group's longest map
+(``tiles_m`` row tiles per offset) and programs past the end of a shorter map
+return at once, so padding costs an idle program, not arithmetic.
+
+Program order: the output-channel tile varies fastest. The ``tiles_n``
+programs that share one set of gathered rows are therefore launched together
+and the irregular row loads of the later ones hit in L2; the weight tile they
+need is small and stays cached for all programs of an offset anyway.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .tiles import TileConfig, is_interpreted
+
+
+@triton.jit
+def gather_gemm_scatter_kernel(
+    feats_ptr,
+    weight_ptr,
+    out_ptr,
+    in_idx_ptr,
+    out_idx_ptr,
+    grp_offset_ptr,
+    grp_start_ptr,
+    grp_count_ptr,
+    tiles_m,
+    n_cin,
+    n_cout,
+    stride_fm,
+    stride_fk,
+    stride_wo,
+    stride_wk,
+    stride_wn,
+    stride_om,
+    stride_on,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
+    # Index math in int64 throughout: row * stride overflows int32 on big
+    # scans, and the interpreter skips its int32 overflow checks for int64.
+    pid = tl.program_id(0).to(tl.int64)
+    tiles_n = (n_cout + BLOCK_N - 1) // BLOCK_N
+    pid_n = pid % tiles_n
+    pid_gm = pid // tiles_n
+    g = pid_gm // tiles_m
+    pid_m = pid_gm % tiles_m
+    count = tl.load(grp_count_ptr + g)
+    if pid_m * BLOCK_M >= count:
+        return  # padding of a shorter map inside its group
+    k = tl.load(grp_offset_ptr + g)
+    start = tl.load(grp_start_ptr + g)
+
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rm < count
+    src = tl.load(in_idx_ptr + start + rm, mask=row_ok, other=0)
+    dst = tl.load(out_idx_ptr + start + rm, mask=row_ok, other=0)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_ok = rn < n_cout
+    w_base = weight_ptr + k * stride_wo
+
+    ak = tl.arange(0, BLOCK_K).to(tl.int64)
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, n_cin, BLOCK_K):
+        rk = k0 + ak
+        k_ok = rk < n_cin
+        # The gather: BLOCK_M scattered rows, BLOCK_K contiguous channels each.
+        a = tl.load(
+            feats_ptr + src[:, None] * stride_fm + rk[None, :] * stride_fk,
+            mask=row_ok[:, None] & k_ok[None, :],
+            other=0.0,
+        )
+        b = tl.load(
+            w_base + rk[:, None] * stride_wk + rn[None, :] * stride_wn,
+            mask=k_ok[:, None] & col_ok[None, :],
+            other=0.0,
+        )
+        if UPCAST:  # the interpreter's dot misreads bf16; the GPU path never takes this branch
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+    tl.atomic_add(
+        out_ptr + dst[:, None] * stride_om + rn[None, :] * stride_on,
+        acc,
+        mask=row_ok[:, None] & col_ok[None, :],
+        sem="relaxed",
+    )
+
+
+def dot_precision(dtype: torch.dtype, allow_tf32: bool) -> str:
+    """``input_precision`` of ``tl.dot``: TF32 only for fp32 inputs when allowed."""
+    return "tf32" if (dtype == torch.float32 and allow_tf32) else "ieee"
+
+
+def gather_gemm_scatter(
+    feats: torch.Tensor,
+    weight: torch.Tensor,
+    out: torch.Tensor,
+    in_idx: torch.Tensor,
+    out_idx: torch.Tensor,
+    groups: list[tuple[torch.Tensor, int]],
+    tiles: TileConfig,
+    allow_tf32: bool,
+) -> int:
+    """Accumulate ``out[out_idx] += feats[in_idx] @ weight[k]`` group by group.
+
+    Args:
+        feats: [N, Cin] fp32/fp16/bf16.
+        weight: [K, Cin, Cout] (any strides; the backward passes a transposed view).
+        out: [n_out, Cout] fp32 accumulator, added to in place.
+        in_idx, out_idx: [M] int64 pairs grouped by offset.
+        groups: per launch, a [3, G] int64 descriptor (offset ids, starts
+            into the pair arrays, counts) on the device and the group's
+            longest map.
+        tiles: tile sizes; allow_tf32: TF32 for fp32 inputs.
+
+    Returns:
+        The number of kernel launches.
+    """
+    cin, cout = weight.shape[1], weight.shape[2]
+    upcast = feats.dtype == torch.bfloat16 and is_interpreted(gather_gemm_scatter_kernel)
+    tiles_n = triton.cdiv(cout, tiles.block_n)
+    launches = 0
+    for desc, longest in groups:
+        if longest == 0:
+            continue
+        tiles_m = triton.cdiv(longest, tiles.block_m)
+        grid = (tiles_n * tiles_m * desc.shape[1],)
+        gather_gemm_scatter_kernel[grid](
+            feats, weight, out, in_idx, out_idx, desc[0], desc[1], desc[2],
+            tiles_m, cin, cout,
+            feats.stride(0), feats.stride(1),
+            weight.stride(0), weight.stride(1), weight.stride(2),
+            out.stride(0), out.stride(1),
+            BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n, BLOCK_K=tiles.block_k,
+            PRECISION=dot_precision(feats.dtype, allow_tf32), UPCAST=upcast,
+            num_warps=tiles.num_warps, num_stages=tiles.num_stages,
+        )  # fmt: skip
+        launches += 1
+    return launches
