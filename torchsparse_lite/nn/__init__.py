@@ -1,6 +1,7 @@
 """``torch.nn``-style modules over :class:`~torchsparse_lite.SparseTensor`."""
 
 from .activation import Dropout, LeakyReLU, Linear, ReLU, SiLU
+from .bev import ToBEV, to_bev
 from .conv import Conv3d
 from .norm import BatchNorm, GroupNorm
 from .pooling import GlobalAvgPool, GlobalMaxPool, MaxPool3d, ToDense
@@ -17,5 +18,7 @@ __all__ = [
     "MaxPool3d",
     "ReLU",
     "SiLU",
+    "ToBEV",
     "ToDense",
+    "to_bev",
 ]
