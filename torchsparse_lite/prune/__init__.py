@@ -1,0 +1,78 @@
+"""Pruning of sparse-conv networks: channel (structured) pruning that shrinks the model, importance
+criteria, unstructured / N:M masks, schedules, latency-driven search and reports.
+
+Main entry points: :func:`prune_model` (trace -> score -> select -> shrink), :func:`build_dependency_graph`,
+:func:`apply_nm_sparsity` / :func:`remove_masks`, :func:`sensitivity_analysis`, :func:`iterative_prune`,
+:func:`netadapt_search`; CLI ``python -m torchsparse_lite prune``.
+"""
+
+from .graph import ChannelGroup, DependencyGraph, build_dependency_graph
+from .importance import (
+    FPGM,
+    APoZ,
+    BNScale,
+    Fisher,
+    Importance,
+    Magnitude,
+    RandomImportance,
+    Taylor,
+    bn_l1_penalty,
+    get_criterion,
+)
+from .masks import apply_nm_sparsity, apply_unstructured, is_nm_sparse, nm_mask, remove_masks, sparsity
+from .netadapt import netadapt_search
+from .permute import permute_for_nm, search_permutation
+from .schedule import (
+    compose_origin,
+    cubic_sparsity,
+    iterative_prune,
+    plot_sensitivity,
+    ratios_for_drop,
+    rewind_weights,
+    sensitivity_analysis,
+)
+from .select import select_channels
+from .structured import ChannelPlan, masked_model, plan_pruning, prune_model
+from .surgery import apply_channel_shapes, apply_selection, channel_shapes, mask_groups, prune_groups
+
+__all__ = [
+    "APoZ",
+    "BNScale",
+    "ChannelGroup",
+    "ChannelPlan",
+    "DependencyGraph",
+    "FPGM",
+    "Fisher",
+    "Importance",
+    "Magnitude",
+    "RandomImportance",
+    "Taylor",
+    "apply_channel_shapes",
+    "apply_nm_sparsity",
+    "apply_selection",
+    "apply_unstructured",
+    "bn_l1_penalty",
+    "build_dependency_graph",
+    "channel_shapes",
+    "compose_origin",
+    "cubic_sparsity",
+    "get_criterion",
+    "is_nm_sparse",
+    "iterative_prune",
+    "mask_groups",
+    "masked_model",
+    "netadapt_search",
+    "nm_mask",
+    "permute_for_nm",
+    "plan_pruning",
+    "plot_sensitivity",
+    "prune_groups",
+    "prune_model",
+    "ratios_for_drop",
+    "remove_masks",
+    "rewind_weights",
+    "search_permutation",
+    "select_channels",
+    "sensitivity_analysis",
+    "sparsity",
+]
