@@ -15,6 +15,10 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# One intra-op thread: the suite also starts subprocesses (DDP ranks, CLI runs),
+# and oversubscribed cores make small scatter ops orders of magnitude slower.
+torch.set_num_threads(1)
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("TORCHSPARSE_LITE_DATA", ROOT.parent / "shared" / "data"))
 

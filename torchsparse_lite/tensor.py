@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from .kmap.cache import KernelMapCache
-from .kmap.keys import check_coords
+from .kmap.keys import check_coords, pack, unpack
 from .kmap.offsets import triple
 
 
@@ -25,6 +25,20 @@ def check_feats(feats: torch.Tensor, n: int | None = None, name: str = "feats") 
         raise ValueError(f"{name} contains NaN or Inf values; clean the input features first")
 
 
+def check_unique(coords: torch.Tensor, name: str = "coords") -> None:
+    """Raise ``ValueError`` naming one repeated row when [N, 4] range-checked ``coords`` has duplicates."""
+    if coords.shape[0] < 2:
+        return
+    keys, counts = torch.unique(pack(coords), return_counts=True)
+    if keys.shape[0] == coords.shape[0]:
+        return
+    b, x, y, z = unpack(keys[counts > 1][:1]).tolist()[0]
+    raise ValueError(
+        f"{name} holds duplicate coordinates, e.g. (batch={b}, x={x}, y={y}, z={z}); a sparse tensor needs "
+        "one row per voxel: deduplicate with sparse_quantize (or torch.unique with an inverse map)"
+    )
+
+
 class SparseTensor:
     """Features on the active voxels of a batch of 3D grids.
 
@@ -36,8 +50,9 @@ class SparseTensor:
         stride: tensor stride relative to the original voxelization.
         spatial_range: optional grid size (X, Y, Z) used by :meth:`dense`.
         caches: kernel-map cache to share; a new one when None.
-        validate: check dtypes, shapes, ranges and finiteness (layers that
-            derive a tensor from a validated one skip it).
+        validate: check dtypes, shapes, devices, ranges, finiteness and
+            uniqueness of the coordinates (layers that derive a tensor from a
+            validated one skip it).
     """
 
     def __init__(
@@ -52,9 +67,14 @@ class SparseTensor:
     ) -> None:
         if validate:
             coords = check_coords(coords, "coords")
+            if isinstance(feats, torch.Tensor) and feats.device != coords.device:
+                raise ValueError(
+                    f"feats is on {feats.device} but coords on {coords.device}; move both to one device with .to()"
+                )
             check_feats(feats, coords.shape[0], "feats")
-            if feats.device != coords.device:
-                raise ValueError(f"feats is on {feats.device} but coords on {coords.device}; move both to one device")
+            check_unique(coords, "coords")
+        if spatial_range is not None:
+            spatial_range = triple(spatial_range, "spatial_range")
         self.feats = feats
         self.coords = coords
         self.stride = triple(stride, "stride")
@@ -100,8 +120,13 @@ class SparseTensor:
 
     def replace(self, feats: torch.Tensor) -> SparseTensor:
         """Same coordinates, stride and cache, new features (row count must match)."""
-        if feats.shape[0] != len(self):
-            raise ValueError(f"replace: feats has {feats.shape[0]} rows, the tensor has {len(self)}")
+        if not isinstance(feats, torch.Tensor):
+            raise TypeError(f"replace: feats must be a torch.Tensor, got {type(feats).__name__}")
+        if feats.dim() != 2 or feats.shape[0] != len(self):
+            raise ValueError(
+                f"replace: feats has shape {list(feats.shape)}, the tensor has {len(self)} rows; "
+                "new features must be [N, C] with one row per coordinate"
+            )
         return SparseTensor(
             feats, self.coords, self.stride, spatial_range=self.spatial_range, caches=self.caches, validate=False
         )
@@ -140,23 +165,39 @@ class SparseTensor:
         Args:
             spatial_range: grid size; default :meth:`spatial_extent`.
         """
-        size = tuple(spatial_range) if spatial_range is not None else self.spatial_extent()
+        size = triple(spatial_range, "spatial_range") if spatial_range is not None else self.spatial_extent()
         c = self.coords.to(torch.int64)
         if len(self) and any(int(c[:, i + 1].max()) >= size[i] for i in range(3)):
-            raise ValueError(f"dense: coordinates reach {c[:, 1:].amax(0).tolist()}, outside spatial_range {size}")
+            raise ValueError(
+                f"dense: coordinates reach {c[:, 1:].amax(0).tolist()}, outside spatial_range {size}; "
+                "pass a spatial_range larger than the largest coordinate"
+            )
         b = self.batch_size
         out = self.feats.new_zeros((b, *size, self.feats.shape[1]))
         out[c[:, 0], c[:, 1], c[:, 2], c[:, 3]] = self.feats
         return out.permute(0, 4, 1, 2, 3).contiguous()
 
     # ----------------------------------------------------------------- maths
-    def _check_same_layout(self, other: SparseTensor, op: str) -> None:
+    def _check_same_layout(self, other: SparseTensor, op: str, same_channels: bool = True) -> None:
         if not isinstance(other, SparseTensor):
-            raise TypeError(f"{op}: expected a SparseTensor, got {type(other).__name__}")
+            raise TypeError(f"{op}: other must be a SparseTensor, got {type(other).__name__}")
         if self.stride != other.stride:
-            raise ValueError(f"{op}: strides differ ({self.stride} vs {other.stride}); tensors must share coordinates")
+            raise ValueError(
+                f"{op}: other has stride {other.stride} but this tensor has {self.stride}; bring both to one "
+                "stride (a strided or transposed Conv3d) before combining them"
+            )
         if other.coords is not self.coords and not torch.equal(other.coords, self.coords):
-            raise ValueError(f"{op}: coordinates differ; both tensors must have the same coords in the same order")
+            raise ValueError(
+                f"{op}: other.coords differ from this tensor's coords ({len(other)} vs {len(self)} rows); both "
+                "tensors must have the same coords in the same order (e.g. outputs of submanifold layers on one input)"
+            )
+        if same_channels and other.feats.shape[1] != self.feats.shape[1]:
+            raise ValueError(
+                f"{op}: other has {other.feats.shape[1]} channels, this tensor {self.feats.shape[1]}; "
+                "use cat() to join channels"
+            )
+        if other.feats.device != self.feats.device:
+            raise ValueError(f"{op}: other is on {other.feats.device}, this tensor on {self.feats.device}")
 
     def __add__(self, other: SparseTensor | torch.Tensor | float) -> SparseTensor:
         if isinstance(other, SparseTensor):
@@ -183,9 +224,11 @@ class SparseTensor:
 
 def cat(tensors: Sequence[SparseTensor]) -> SparseTensor:
     """Concatenate features along channels; all tensors must share coordinates and stride."""
-    if not tensors:
-        raise ValueError("cat: need at least one SparseTensor")
+    if isinstance(tensors, SparseTensor) or not tensors:
+        raise ValueError("cat: tensors must be a non-empty sequence of SparseTensors")
     first = tensors[0]
+    if not isinstance(first, SparseTensor):
+        raise TypeError(f"cat: tensors[0] must be a SparseTensor, got {type(first).__name__}")
     for t in tensors[1:]:
-        first._check_same_layout(t, "cat")
+        first._check_same_layout(t, "cat", same_channels=False)
     return first.replace(torch.cat([t.feats for t in tensors], dim=1))

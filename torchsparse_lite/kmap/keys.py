@@ -60,7 +60,10 @@ def check_coords(coords: torch.Tensor, name: str = "coords") -> torch.Tensor:
 def pack(coords: torch.Tensor) -> torch.Tensor:
     """Pack [N, 4] (batch, x, y, z) coordinates (already range-checked) into [N] int64 keys."""
     c = coords.to(torch.int64)
-    return (((c[:, 0] << COORD_BITS | c[:, 1]) << COORD_BITS | c[:, 2]) << COORD_BITS) | c[:, 3]
+    # Addition, not bitwise or: the packing is then linear, so a key plus the
+    # packed form of a shift is the key of the shifted coordinate whenever the
+    # shifted fields stay in range (the map builder relies on this).
+    return (((c[:, 0] << COORD_BITS) + c[:, 1] << COORD_BITS) + c[:, 2] << COORD_BITS) + c[:, 3]
 
 
 def unpack(keys: torch.Tensor) -> torch.Tensor:

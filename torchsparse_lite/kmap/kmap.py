@@ -13,9 +13,10 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from ..config import DOWNSAMPLE_MODES
 from .index import make_index
-from .keys import COORD_BITS, MAX_COORD, in_range, pack, unpack
-from .offsets import is_symmetric, kernel_offsets
+from .keys import COORD_BITS, MAX_COORD, check_coords, pack, unpack
+from .offsets import is_symmetric, kernel_offsets, triple
 
 MODES = ("submanifold", "conv", "transposed")
 
@@ -93,10 +94,19 @@ class KernelMap:
 
 
 def _unique_coords(batch: torch.Tensor, spatial: torch.Tensor) -> torch.Tensor:
-    """Unique (batch, spatial) rows, sorted by packed key; drops unpackable rows."""
-    ok = in_range(spatial)
-    coords = torch.cat([batch[ok, None], spatial[ok]], dim=1)
-    return unpack(torch.unique(pack(coords)))
+    """Unique (batch, spatial) rows with spatial >= 0, sorted by packed key.
+
+    Negative outputs lie outside the dense conv's grid and are dropped; outputs
+    beyond ``MAX_COORD`` cannot be packed and raise.
+    """
+    keep = (spatial >= 0).all(dim=1)
+    batch, spatial = batch[keep], spatial[keep]
+    if spatial.numel() and int(spatial.max()) > MAX_COORD:
+        raise ValueError(
+            f"the input coords would give output coordinates up to {spatial.amax(0).tolist()}, beyond "
+            f"{MAX_COORD}, the most the key packing holds; crop the scene or use a larger voxel size"
+        )
+    return unpack(torch.unique(pack(torch.cat([batch[:, None], spatial], dim=1))))
 
 
 def output_coords(
@@ -146,25 +156,25 @@ def _in_range_mask(base: torch.Tensor, lo: list[int], hi: list[int], shift: torc
 
     Only axes where the shift can leave the range (given the per-axis min/max
     ``lo``/``hi`` of ``base``) are compared, so interior offsets cost nothing.
+    Keys of rows outside the mask may alias other coordinates and must not be
+    queried.
     """
     mask = None
     for axis in range(3):
         d = int(shift[axis])
-        if d < 0 and lo[axis] + d < 0:
-            m = base[:, axis] >= -d
-        elif d > 0 and hi[axis] + d > MAX_COORD:
-            m = base[:, axis] <= MAX_COORD - d
-        else:
+        if lo[axis] + d >= 0 and hi[axis] + d <= MAX_COORD:
             continue
+        # Checked even for d == 0: ``base`` itself (o * s) can pass MAX_COORD.
+        m = (base[:, axis] >= -d) & (base[:, axis] <= MAX_COORD - d)
         mask = m if mask is None else mask & m
     return mask
 
 
 def build_kernel_map(
     in_coords: torch.Tensor,
-    kernel_size: tuple[int, int, int],
-    stride: tuple[int, int, int] = (1, 1, 1),
-    dilation: tuple[int, int, int] = (1, 1, 1),
+    kernel_size: int | tuple[int, int, int],
+    stride: int | tuple[int, int, int] = (1, 1, 1),
+    dilation: int | tuple[int, int, int] = (1, 1, 1),
     *,
     mode: str = "submanifold",
     out_coords: torch.Tensor | None = None,
@@ -180,8 +190,8 @@ def build_kernel_map(
     need a range check.
 
     Args:
-        in_coords: [N, 4] int32 (batch, x, y, z), unique, range-checked.
-        kernel_size, stride, dilation: 3-tuples of positive ints.
+        in_coords: [N, 4] integer (batch, x, y, z), unique, in [0, MAX_COORD].
+        kernel_size, stride, dilation: ints or 3-tuples of positive ints.
         mode: ``"submanifold"`` (stride must be 1), ``"conv"`` or ``"transposed"``.
         out_coords: [M, 4] output coordinates to use instead of computing
             them (e.g. the finer coordinates of a transposed conv).
@@ -193,6 +203,16 @@ def build_kernel_map(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if downsample_mode not in DOWNSAMPLE_MODES:
+        raise ValueError(f"downsample_mode must be one of {DOWNSAMPLE_MODES}, got {downsample_mode!r}")
+    in_coords = check_coords(in_coords, "in_coords")
+    if out_coords is not None:
+        out_coords = check_coords(out_coords, "out_coords")
+        if out_coords.device != in_coords.device:
+            raise ValueError(f"out_coords is on {out_coords.device} but in_coords on {in_coords.device}")
+    kernel_size = triple(kernel_size, "kernel_size")
+    stride = triple(stride, "stride")
+    dilation = triple(dilation, "dilation")
     if mode == "submanifold" and stride != (1, 1, 1):
         raise ValueError(f"a submanifold conv needs stride 1, got {stride}")
     device = in_coords.device

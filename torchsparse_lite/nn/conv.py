@@ -52,6 +52,9 @@ class Conv3d(nn.Module):
         downsample_mode: str | None = None,
     ) -> None:
         super().__init__()
+        for arg, v in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"{arg} must be an int, got {type(v).__name__}")
         if in_channels < 1 or out_channels < 1:
             raise ValueError(f"channel counts must be >= 1, got in={in_channels}, out={out_channels}")
         self.in_channels = int(in_channels)
@@ -103,7 +106,10 @@ class Conv3d(nn.Module):
         if self.transposed:
             for t, s in zip(stride, self.stride):
                 if t % s:
-                    raise ValueError(f"transposed conv stride {self.stride} does not divide tensor stride {stride}")
+                    raise ValueError(
+                        f"x.stride is {stride}, not divisible by this transposed conv's stride {self.stride}; "
+                        "a transposed conv must follow a down-sampling conv of the same stride"
+                    )
             return tuple(t // s for t, s in zip(stride, self.stride))  # type: ignore[return-value]
         return tuple(t * s for t, s in zip(stride, self.stride))  # type: ignore[return-value]
 
@@ -121,11 +127,14 @@ class Conv3d(nn.Module):
         )
 
     def forward(self, x: SparseTensor) -> SparseTensor:
+        """Apply the conv; returns a SparseTensor at the output coordinates and stride (see class doc)."""
         if not isinstance(x, SparseTensor):
-            raise TypeError(f"Conv3d expects a SparseTensor, got {type(x).__name__}")
-        if x.feats.shape[1] != self.in_channels:
+            raise TypeError(f"Conv3d expects x to be a SparseTensor, got {type(x).__name__}")
+        if x.feats.dim() != 2 or x.feats.shape[1] != self.in_channels:
             raise ValueError(
-                f"Conv3d({self.in_channels}->{self.out_channels}) got input with {x.feats.shape[1]} channels"
+                f"x.feats has shape {list(x.feats.shape)} but Conv3d({self.in_channels}->{self.out_channels}) "
+                f"expects [N, {self.in_channels}] (in_channels={self.in_channels}); fix the previous layer's "
+                "out_channels or this layer's in_channels"
             )
         out_stride = self.output_stride(x.stride)
         kmap = self.kernel_map(x)

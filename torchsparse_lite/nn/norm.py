@@ -12,7 +12,20 @@ class BatchNorm(nn.BatchNorm1d):
     """Batch norm over all active voxels of the batch (same parameters as ``nn.BatchNorm1d``)."""
 
     def forward(self, x: SparseTensor) -> SparseTensor:  # type: ignore[override]
+        _check_input(x, self.num_features, "BatchNorm")
+        if len(x) == 0:
+            return x  # nothing to normalise; running statistics stay untouched
         return x.replace(super().forward(x.feats))
+
+
+def _check_input(x: SparseTensor, channels: int, layer: str) -> None:
+    if not isinstance(x, SparseTensor):
+        raise TypeError(f"{layer} expects x to be a SparseTensor, got {type(x).__name__}")
+    if x.feats.shape[1] != channels:
+        raise ValueError(
+            f"x.feats has {x.feats.shape[1]} channels but {layer}({channels}) expects {channels}; "
+            "match num_features/num_channels to the previous layer's out_channels"
+        )
 
 
 class GroupNorm(nn.GroupNorm):
@@ -23,10 +36,9 @@ class GroupNorm(nn.GroupNorm):
     """
 
     def forward(self, x: SparseTensor) -> SparseTensor:  # type: ignore[override]
+        _check_input(x, self.num_channels, "GroupNorm")
         feats = x.feats
         n, c = feats.shape
-        if c != self.num_channels:
-            raise ValueError(f"GroupNorm({self.num_channels}) got {c} channels")
         if n == 0:
             return x
         g = self.num_groups

@@ -17,6 +17,14 @@ class MaxPool3d(nn.Module):
 
     Output coordinates follow the same rule as a :class:`Conv3d` with the
     same geometry (the inputs themselves for stride 1).
+
+    Semantics: inactive voxels are *absent*, not zero. An output takes the
+    max over the active inputs of its window only, so with negative features
+    it can be negative where a dense ``max_pool3d`` on the zero-filled grid
+    would give 0; for non-negative features (e.g. after a ReLU) both agree.
+    An output whose window holds no active input (possible with
+    ``downsample_mode="minkowski"`` and a kernel smaller than the stride)
+    gets 0, as the dense grid would.
     """
 
     def __init__(
@@ -36,6 +44,8 @@ class MaxPool3d(nn.Module):
         self.downsample_mode = downsample_mode
 
     def forward(self, x: SparseTensor) -> SparseTensor:
+        if not isinstance(x, SparseTensor):
+            raise TypeError(f"MaxPool3d expects x to be a SparseTensor, got {type(x).__name__}")
         mode = "submanifold" if self.stride == (1, 1, 1) else "conv"
         kmap = x.caches.get(
             x.coords,
@@ -51,11 +61,18 @@ class MaxPool3d(nn.Module):
         out = x.feats.new_full((kmap.n_out, c), float("-inf"))
         index = kmap.out_idx[:, None].expand(-1, c)
         out = out.scatter_reduce(0, index, x.feats.index_select(0, kmap.in_idx), reduce="amax", include_self=False)
+        hit = torch.zeros(kmap.n_out, dtype=torch.bool, device=out.device)
+        hit[kmap.out_idx] = True
+        if not bool(hit.all()):
+            out = torch.where(hit[:, None], out, torch.zeros_like(out))
         stride = tuple(t * s for t, s in zip(x.stride, self.stride))
         return SparseTensor(out, kmap.out_coords, stride, caches=x.caches, validate=False)
 
 
 def _per_sample(x: SparseTensor, reduce: str) -> torch.Tensor:
+    """[B, C] mean or max per sample; a sample with no voxel gets zeros."""
+    if not isinstance(x, SparseTensor):
+        raise TypeError(f"global pooling expects x to be a SparseTensor, got {type(x).__name__}")
     batch = x.coords[:, 0].long()
     nb = x.batch_size
     c = x.feats.shape[1]
@@ -64,7 +81,9 @@ def _per_sample(x: SparseTensor, reduce: str) -> torch.Tensor:
         counts = torch.bincount(batch, minlength=nb).clamp_(min=1).to(x.feats.dtype)
         return sums / counts[:, None]
     out = x.feats.new_full((nb, c), float("-inf"))
-    return out.scatter_reduce(0, batch[:, None].expand(-1, c), x.feats, reduce="amax", include_self=False)
+    out = out.scatter_reduce(0, batch[:, None].expand(-1, c), x.feats, reduce="amax", include_self=False)
+    present = torch.bincount(batch, minlength=nb) > 0
+    return out if bool(present.all()) else torch.where(present[:, None], out, torch.zeros_like(out))
 
 
 class GlobalAvgPool(nn.Module):
@@ -93,4 +112,6 @@ class ToDense(nn.Module):
         self.spatial_range = None if spatial_range is None else tuple(int(v) for v in spatial_range)
 
     def forward(self, x: SparseTensor) -> torch.Tensor:
+        if not isinstance(x, SparseTensor):
+            raise TypeError(f"ToDense expects x to be a SparseTensor, got {type(x).__name__}")
         return x.dense(self.spatial_range)

@@ -1,0 +1,113 @@
+"""spconv as a peer: weight layout, map/output agreement on tiny cases, wrong peers flagged 'wrong'."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from torchsparse_lite import SparseTensor
+from torchsparse_lite.bench.compare import OK, WRONG, check_close
+from torchsparse_lite.bench.layers import LayerSpec
+from torchsparse_lite.bench.runner import RunOptions, bench_layer
+from torchsparse_lite.bench.workloads import Workload
+from torchsparse_lite.nn import Conv3d
+
+pytest.importorskip("spconv.pytorch")
+from torchsparse_lite.bench.peers import SpconvConv, to_spconv_weight  # noqa: E402
+
+
+@pytest.fixture
+def one_thread():
+    """spconv's CPU conv is only right single-threaded; restore the thread count afterwards."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _coords(n=600, extent=12, batch=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    c = torch.cat([torch.randint(0, batch, (n, 1), generator=g), torch.randint(0, extent, (n, 3), generator=g)], 1)
+    return torch.unique(c, dim=0).int()
+
+
+def test_weight_layout_is_cout_kx_ky_kz_cin():
+    w = torch.arange(2 * 3 * 4 * 5 * 6, dtype=torch.float32).reshape(2 * 3 * 4, 5, 6)  # kernel (2, 3, 4), x fastest
+    sw = to_spconv_weight(w, (2, 3, 4))
+    assert sw.shape == (6, 2, 3, 4, 5)
+    kx, ky, kz, cin, cout = 1, 2, 3, 4, 5
+    assert sw[cout, kx, ky, kz, cin] == w[kx + 2 * ky + 6 * kz, cin, cout]
+    with pytest.raises(ValueError, match="taps"):
+        to_spconv_weight(w, (3, 3, 3))
+
+
+@pytest.mark.parametrize("kernel, stride", [(3, 2), (2, 2)])
+def test_spconv_matches_ours_down_and_up(one_thread, kernel, stride):
+    c = _coords()
+    x = SparseTensor(torch.randn(c.shape[0], 4), c)
+    down = Conv3d(4, 6, kernel, stride=stride)
+    up = Conv3d(6, 4, kernel, stride=stride, transposed=True)
+    y = down(x)
+    z = up(y)
+    ks, st = (kernel,) * 3, (stride,) * 3
+    p = SpconvConv(down.weight.detach(), ks, st, "conv", c)
+    f, fc = p.forward(p.prepare(x.feats))
+    assert check_close(f, y.feats, out_coords=fc, ref_coords=y.coords).status == OK
+    q = SpconvConv(up.weight.detach(), ks, st, "transposed", c)
+    f2, c2 = q.forward(q.prepare(y.feats.detach(), y.coords))
+    assert check_close(f2, z.feats, out_coords=c2, ref_coords=z.coords).status == OK
+
+
+def _case_workload():
+    return Workload("tiny", _coords(800, 14, 1, seed=3), "synthetic")
+
+
+SUBM = LayerSpec("t.subm", 8, 8, (3, 3, 3), (1, 1, 1), "submanifold", (1, 1, 1))
+
+
+def test_bench_layer_all_ok_on_tiny_case(one_thread):
+    opts = RunOptions(strategies=("separate", "adaptive"), passes=("fwd", "fwdbwd"), reps=1, warmup=0, memory=False)
+    recs = bench_layer(_case_workload(), 1, SUBM, opts)
+    by = {(r["impl"], r["pass"]): r for r in recs}
+    for key in [("ours-hash", "map"), ("ours-sort", "map"), ("ours-torch-separate", "fwd"),
+                ("ours-torch-adaptive", "fwdbwd"), ("spconv", "fwd"), ("spconv", "map")]:
+        assert by[key]["check"]["status"] == OK, (key, by[key]["check"])
+        assert by[key]["timing"]["median"] > 0
+    assert by[("ours-triton", "-")]["check"]["status"] == "skipped"  # no GPU: interpreter is not timed
+
+
+def test_wrong_peer_is_flagged_and_not_timed(one_thread, monkeypatch):
+    real_forward = SpconvConv.forward
+
+    def broken(self, x):
+        out, coords = real_forward(self, x)
+        return out + 0.1, coords
+
+    monkeypatch.setattr(SpconvConv, "forward", broken)
+    opts = RunOptions(strategies=("separate",), passes=("fwd",), reps=1, warmup=0, memory=False)
+    recs = [r for r in bench_layer(_case_workload(), 1, SUBM, opts) if r["impl"] == "spconv"]
+    assert recs and all(r["check"]["status"] == WRONG for r in recs)
+    assert all("timing" not in r for r in recs)
+
+
+def test_racy_peer_is_wrong_at_more_threads(monkeypatch):
+    """Checked several times at the current thread count: one bad run out of three makes it 'wrong'."""
+    real_forward = SpconvConv.forward
+    calls = {"n": 0}
+
+    def racy(self, x):
+        calls["n"] += 1
+        out, coords = real_forward(self, x)
+        return (out * 1.5 if calls["n"] == 2 else out), coords
+
+    monkeypatch.setattr(SpconvConv, "forward", racy)
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        opts = RunOptions(strategies=("separate",), passes=("fwd",), reps=1, warmup=0, memory=False,
+                          peer_check_trials=3)
+        rec = next(r for r in bench_layer(_case_workload(), 1, SUBM, opts) if r["impl"] == "spconv")
+    finally:
+        torch.set_num_threads(old)
+    assert rec["check"]["status"] == WRONG
+    assert "1/3 runs at 2 threads" in rec["check"]["note"]

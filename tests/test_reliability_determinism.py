@@ -1,0 +1,84 @@
+"""Issue 7.3: ``deterministic=True`` gives bit-identical outputs and gradients run after run on the CPU.
+
+Each run builds a fresh SparseTensor (so the kernel maps are rebuilt too) and
+runs forward + backward through a net with every layer kind. Runs use one and
+two threads (multi-threaded CPU kernels are the risk).
+GPU atomics are covered elsewhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from reference import random_coords
+from torch import nn
+
+import torchsparse_lite as tsl
+from torchsparse_lite import SparseTensor, sparse_quantize
+from torchsparse_lite import nn as snn
+
+
+def net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        snn.Conv3d(4, 8, 3),
+        snn.BatchNorm(8),
+        snn.ReLU(),
+        snn.Conv3d(8, 16, 2, 2),
+        snn.GroupNorm(4, 16),
+        snn.ReLU(),
+        snn.MaxPool3d(3, 1),
+        snn.Conv3d(16, 16, 3, 2, dilation=2, downsample_mode="minkowski"),
+        snn.Conv3d(16, 8, 3, 2, transposed=True, downsample_mode="minkowski"),
+        snn.Conv3d(8, 8, 2, 2, transposed=True),
+        snn.Linear(8, 3),
+    )
+
+
+def run_once(builder: str, chunk_rows: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(5)
+    coords = random_coords(800, 14, 2, g)
+    feats = torch.randn(len(coords), 4, generator=g).requires_grad_(True)
+    model = net().train()
+    with tsl.use_config(deterministic=True, kmap_builder=builder, chunk_rows=chunk_rows):
+        y = model(SparseTensor(feats, coords))
+        loss = (y.feats * torch.linspace(-1, 1, y.feats.numel()).reshape(y.feats.shape)).sum()
+        loss.backward()
+    out = {"y": y.feats.detach(), "coords": y.coords, "grad_feats": feats.grad}
+    for name, p in model.named_parameters():
+        out["grad_" + name] = p.grad
+    for name, b in model.named_buffers():
+        out["buf_" + name] = b
+    return out
+
+
+@pytest.mark.parametrize(
+    ("builder", "chunk_rows", "threads", "repeats"),
+    [("hash", 1 << 17, 1, 3), ("sort", 257, 1, 3), ("hash", 1 << 17, 2, 2)],
+)
+def test_deterministic_runs_are_bit_identical(builder: str, chunk_rows: int, threads: int, repeats: int) -> None:
+    """Forward outputs, BN buffers and all gradients are bit-identical (2 threads: OpenMP kernels too)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        runs = [run_once(builder, chunk_rows) for _ in range(repeats)]
+    finally:
+        torch.set_num_threads(before)
+    for other in runs[1:]:
+        assert runs[0].keys() == other.keys()
+        for key in runs[0]:
+            assert torch.equal(runs[0][key], other[key]), f"{key} differs between runs"
+
+
+def test_maps_identical_between_runs() -> None:
+    coords = random_coords(2000, 20, 2, torch.Generator().manual_seed(1))
+    with tsl.use_config(deterministic=True):
+        maps = [tsl.build_kernel_map(coords.clone(), (3, 3, 3), (2, 2, 2), mode="conv") for _ in range(2)]
+    assert torch.equal(maps[0].in_idx, maps[1].in_idx) and torch.equal(maps[0].out_idx, maps[1].out_idx)
+
+
+def test_quantize_is_deterministic() -> None:
+    pts = np.random.default_rng(0).normal(size=(5000, 3)).astype(np.float32)
+    a, b = sparse_quantize(pts, 0.2), sparse_quantize(pts.copy(), 0.2)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
