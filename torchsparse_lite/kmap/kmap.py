@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..config import DOWNSAMPLE_MODES
-from .index import make_index
+from .index import SortIndex, lookup, make_index
 from .keys import COORD_BITS, MAX_COORD, check_coords, pack, unpack
 from .offsets import is_symmetric, kernel_offsets, triple
 
@@ -151,20 +151,24 @@ def _packed_shift(shift: torch.Tensor) -> int:
     return (dx << (2 * COORD_BITS)) + (dy << COORD_BITS) + dz
 
 
-def _in_range_mask(base: torch.Tensor, lo: list[int], hi: list[int], shift: torch.Tensor) -> torch.Tensor | None:
-    """Rows whose ``base + shift`` stays inside [0, MAX_COORD] on every axis; None when all do.
+def _in_range_mask(
+    base: torch.Tensor, lo: list[int], hi: list[int], hi_in: list[int], shift: torch.Tensor
+) -> torch.Tensor | None:
+    """Rows whose query key ``pack(base) + shift`` may be trusted; None when all may.
 
-    Only axes where the shift can leave the range (given the per-axis min/max
-    ``lo``/``hi`` of ``base``) are compared, so interior offsets cost nothing.
-    Keys of rows outside the mask may alias other coordinates and must not be
-    queried.
+    The key arithmetic is exact while every field ``base + shift`` stays in
+    [0, MAX_COORD]. A field that drops below 0 borrows from the field above and
+    reads as ``65536 + base + shift``: it can only alias a stored coordinate
+    when one lies within ``-shift`` of MAX_COORD (``hi_in`` is the stored
+    per-axis maximum), so for ordinary scans no comparison is needed at all.
+    Fields that pass MAX_COORD (``base = o * s`` itself may) are masked.
     """
     mask = None
     for axis in range(3):
         d = int(shift[axis])
-        if lo[axis] + d >= 0 and hi[axis] + d <= MAX_COORD:
+        low_safe = lo[axis] + d >= 0 or hi_in[axis] - d <= MAX_COORD
+        if low_safe and hi[axis] + d <= MAX_COORD:
             continue
-        # Checked even for d == 0: ``base`` itself (o * s) can pass MAX_COORD.
         m = (base[:, axis] >= -d) & (base[:, axis] <= MAX_COORD - d)
         mask = m if mask is None else mask & m
     return mask
@@ -236,8 +240,15 @@ def build_kernel_map(
         residue = None
         shifts = offsets
     base_keys = pack(base) if n_out else torch.empty(0, dtype=torch.int64, device=device)
+    row_of = None
+    if mode == "submanifold" and type(index) is SortIndex:
+        # Outputs are the inputs, whose keys the index holds sorted: querying
+        # in key order makes every binary search walk the table sequentially
+        # (cache-friendly) instead of jumping around it.
+        row_of, base_keys, base = index.order, index.sorted_keys, base[index.order]
     lo = base[:, 1:].amin(0).tolist() if n_out else [0, 0, 0]
     hi = base[:, 1:].amax(0).tolist() if n_out else [0, 0, 0]
+    hi_in = in_coords[:, 1:].amax(0).tolist() if in_coords.shape[0] else [0, 0, 0]
     empty = torch.empty(0, dtype=torch.int64, device=device)
     ins: list[torch.Tensor] = [empty] * volume
     outs: list[torch.Tensor] = [empty] * volume
@@ -249,15 +260,18 @@ def build_kernel_map(
             ins[k], outs[k] = rows, rows
             continue
         keys = base_keys + _packed_shift(shifts[k])
-        ok = _in_range_mask(base[:, 1:], lo, hi, shifts[k])
+        ok = _in_range_mask(base[:, 1:], lo, hi, hi_in, shifts[k])
         if residue is not None and any(v > 1 for v in stride):
             fits = (residue == offsets[k] % s).all(dim=1)
             ok = fits if ok is None else ok & fits
         if ok is not None:
             keys = torch.where(ok, keys, -1)
-        found = index.query(keys)
-        hit = torch.nonzero(found >= 0).squeeze(1)
-        ins[k], outs[k] = found[hit], hit
+        hit, found = lookup(index, keys)
+        if row_of is None:
+            ins[k], outs[k] = found, hit
+        else:
+            out_rows, by_row = torch.sort(row_of[hit])
+            ins[k], outs[k] = found[by_row], out_rows
     if symmetric:
         # Offset k is -(offset K-1-k): the same pairs with the roles swapped,
         # re-sorted by output row so scatters walk the output in order.
