@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -74,6 +76,10 @@ def test_bench_layer_all_ok_on_tiny_case(one_thread):
         assert by[key]["check"]["status"] == OK, (key, by[key]["check"])
         assert by[key]["timing"]["median"] > 0
     assert by[("ours-triton", "-")]["check"]["status"] == "skipped"  # no GPU: interpreter is not timed
+    (results,) = opts.tuner.timings.values()  # one layer tuned once: the record carries the tuner's pick
+    best = min(results, key=lambda r: r[1])[0]
+    rec = by[("ours-torch-adaptive", "fwd")]
+    assert (rec["epsilon"], rec["threshold"]) == (best.epsilon, best.threshold)
 
 
 def test_wrong_peer_is_flagged_and_not_timed(one_thread, monkeypatch):
@@ -110,4 +116,5 @@ def test_racy_peer_is_wrong_at_more_threads(monkeypatch):
     finally:
         torch.set_num_threads(old)
     assert rec["check"]["status"] == WRONG
-    assert "1/3 runs at 2 threads" in rec["check"]["note"]
+    # at least our injected bad run; spconv's own scatter race at 2 threads may add more
+    assert re.search(r"wrong in [123]/3 runs at 2 threads", rec["check"]["note"])
