@@ -133,16 +133,59 @@ def output_coords(
     c = in_coords.to(torch.int64)
     b, xyz = c[:, 0], c[:, 1:]
     s = torch.tensor(stride, dtype=torch.int64, device=c.device)
-    if mode == "conv" and downsample_mode == "minkowski":
+    if mode == "conv" and (downsample_mode == "minkowski" or _windows_tile(offsets, stride)):
+        # Minkowski's rule; also the spconv rule whenever the windows tile the
+        # grid (kernel == stride, no padding or dilation, as in MinkUNet's
+        # down-sampling): each input then lies in exactly one window.
         return _unique_coords(b, torch.div(xyz, s, rounding_mode="floor"))
-    k = offsets.shape[0]
-    bb = b.repeat(k)
     if mode == "conv":
-        shifted = (xyz[None] - offsets[:, None]).reshape(-1, 3)
-        keep = (shifted % s == 0).all(dim=1)
-        return _unique_coords(bb[keep], shifted[keep] // s)
+        return _strided_outputs(b, xyz, offsets, stride)
+    k = offsets.shape[0]
     shifted = (xyz[None] * s + offsets[:, None]).reshape(-1, 3)
-    return _unique_coords(bb, shifted)
+    return _unique_coords(b.repeat(k), shifted)
+
+
+def _strided_outputs(
+    batch: torch.Tensor, xyz: torch.Tensor, offsets: torch.Tensor, stride: tuple[int, int, int]
+) -> torch.Tensor:
+    """Outputs ``o = (c - d) / s`` over offsets ``d`` where the division is exact.
+
+    The offsets form a grid, so the candidates are a product of per-axis
+    choices: on each axis only the offsets congruent to ``c`` modulo ``s``
+    qualify (at most ``ceil(k / s)`` of them), which yields a few candidates
+    per input instead of one per kernel tap.
+    """
+    per_axis, masks = [], []
+    for a in range(3):
+        s = stride[a]
+        axis_offsets = torch.unique(offsets[:, a]).tolist()
+        by_residue = [[d for d in axis_offsets if d % s == r] for r in range(s)]
+        width = max(len(v) for v in by_residue)
+        table = torch.tensor([v + [0] * (width - len(v)) for v in by_residue], dtype=torch.int64)
+        valid = torch.tensor([[i < len(v) for i in range(width)] for v in by_residue])
+        r = xyz[:, a] % s
+        cand = torch.div(xyz[:, a, None] - table.to(xyz.device)[r], s, rounding_mode="floor")
+        per_axis.append(cand)
+        masks.append(valid.to(xyz.device)[r] & (cand >= 0))
+    n = xyz.shape[0]
+    mx, my, mz = (t.shape[1] for t in per_axis)
+    shape = (n, mx, my, mz)
+    grid = torch.stack(
+        [
+            per_axis[0][:, :, None, None].expand(shape),
+            per_axis[1][:, None, :, None].expand(shape),
+            per_axis[2][:, None, None, :].expand(shape),
+        ],
+        dim=-1,
+    ).reshape(-1, 3)
+    keep = (masks[0][:, :, None, None] & masks[1][:, None, :, None] & masks[2][:, None, None, :]).reshape(-1)
+    bb = batch[:, None].expand(n, mx * my * mz).reshape(-1)
+    return _unique_coords(bb[keep], grid[keep])
+
+
+def _windows_tile(offsets: torch.Tensor, stride: tuple[int, int, int]) -> bool:
+    """True when the offsets on every axis are exactly 0, 1, ..., stride - 1."""
+    return all(torch.unique(offsets[:, a]).tolist() == list(range(stride[a])) for a in range(3))
 
 
 def _packed_shift(shift: torch.Tensor) -> int:
