@@ -17,6 +17,7 @@ if not torch.cuda.is_available():
 
 # One intra-op thread: the suite also starts subprocesses (DDP ranks, CLI runs),
 # and oversubscribed cores make small scatter ops orders of magnitude slower.
+# spconv's CPU conv is also only correct single-threaded.
 torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +48,14 @@ def nuscenes_points() -> np.ndarray:
 def kitti_points() -> np.ndarray:
     """[17238, 4] float32 x, y, z, reflectance of KITTI object frame 000008."""
     return np.fromfile(data_file("kitti/000008.bin"), dtype=np.float32).reshape(-1, 4)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Every test starts on one intra-op thread, and the next one does too whatever this one set."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -18,15 +18,6 @@ pytest.importorskip("spconv.pytorch")
 from torchsparse_lite.bench.peers import SpconvConv, to_spconv_weight  # noqa: E402
 
 
-@pytest.fixture
-def one_thread():
-    """spconv's CPU conv is only right single-threaded; restore the thread count afterwards."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _coords(n=600, extent=12, batch=2, seed=0):
     g = torch.Generator().manual_seed(seed)
     c = torch.cat([torch.randint(0, batch, (n, 1), generator=g), torch.randint(0, extent, (n, 3), generator=g)], 1)

@@ -74,15 +74,6 @@ def _cases() -> list[Case]:
 CASES = _cases()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny ops on a shared 2-core machine run ~20x faster single-threaded (no OpenMP spin under load)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def indicator_support(
     coords: torch.Tensor, ext: list[int], batch: int, case: Case, transposed: bool
 ) -> torch.Tensor:

@@ -22,15 +22,6 @@ KERNELS = [1, 2, 3, (1, 3, 3), (3, 2, 1)]
 MODES = [("submanifold", "spconv"), ("conv", "spconv"), ("conv", "minkowski"), ("transposed", "spconv")]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny ops on a shared 2-core machine run far faster single-threaded."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def brute_force_pairs(kmap: KernelMap) -> list[set[tuple[int, int]]]:
     """Per offset, the set of (in_row, out_row) pairs by exhaustive comparison."""
     offs = kernel_offsets(kmap.kernel_size, kmap.dilation).numpy()

@@ -25,14 +25,6 @@ from torchsparse_lite.kmap import padding, triple
 TOL = {"atol": 1e-5, "rtol": 1e-5}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_x(n: int = 150, extent: int = 8, batch: int = 2, c: int = 3, seed: int = 0) -> SparseTensor:
     g = torch.Generator().manual_seed(seed)
     coords = random_coords(n, extent, batch, g)

@@ -15,15 +15,6 @@ from torchsparse_lite import SparseTensor
 SMALL = {"num_azimuth": 256}  # ~13 k points a scan: keeps these tests fast
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Voxelizing ~100 k points is faster on one thread than on two contended ones (the CPU is shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def small_dataset(n: int = 4, **kw) -> SegmentationDataset:
     return SegmentationDataset.synthetic(n, seed=3, scan_kwargs=SMALL, **kw)
 

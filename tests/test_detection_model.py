@@ -6,7 +6,6 @@ import json
 import time
 
 import numpy as np
-import pytest
 import torch
 from conftest import data_file
 
@@ -15,15 +14,6 @@ from torchsparse_lite.detection import CenterPointDetector, DetectorConfig, eval
 from torchsparse_lite.detection.data import file_sample, toy_sample
 
 SMALL = dict(widths=(4, 8, 16, 16), out_channels=16, neck_channels=16, head_channels=16)
-
-
-@pytest.fixture
-def one_thread():
-    """The CPU is shared: one intra-op thread is much faster than oversubscribed ones here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_forward_shapes_and_gradients(one_thread):

@@ -40,14 +40,6 @@ DILATIONS = [1, 2, (2, 1, 1)]
 TOL = {"atol": 1e-4, "rtol": 1e-4}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ------------------------------------------------------------ coordinate sets
 def make_coords(kind: str, n: int, extent: int, batch: int, rng: np.random.Generator) -> torch.Tensor:
     """Unique [M, 4] int32 coords of one of the fuzzed shapes (``extent`` = per-axis range)."""

@@ -18,15 +18,6 @@ from torchsparse_lite.models import (
 from torchsparse_lite.utils import sparse_collate
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: multi-threaded index_add_ is very slow on a shared, loaded CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def lidar_like(n_samples: int = 2, n: int = 400, seed: int = 0) -> SparseTensor:
     """A batch of small surface-like point sets (a ground plane plus a wall), 4 feature channels."""
     g = torch.Generator().manual_seed(seed)

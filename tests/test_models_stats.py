@@ -11,14 +11,6 @@ from torchsparse_lite import nn as spnn
 from torchsparse_lite.models import build_model, count_macs, count_macs_by_layer, count_parameters
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def three_points() -> SparseTensor:
     """(0,0,0) and (1,0,0) are 3x3x3 neighbours; (5,5,5) is isolated."""
     coords = torch.tensor([[0, 0, 0, 0], [0, 1, 0, 0], [0, 5, 5, 5]], dtype=torch.int32)

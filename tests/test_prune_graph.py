@@ -24,14 +24,6 @@ from torchsparse_lite.prune.toy import TinyUNet, random_input
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _random_removal(graph, frac: float, seed: int = 0) -> dict[int, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     return {g.gid: torch.randperm(g.size, generator=gen)[: max(1, int(frac * g.size))] for g in graph.groups}

@@ -24,14 +24,6 @@ PLANT = "up.blocks.0.main.0.conv"  # a group with a single producer
 CH = 5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def setup():
     torch.manual_seed(0)

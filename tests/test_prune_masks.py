@@ -31,14 +31,6 @@ from torchsparse_lite.prune.surgery import copy_model
 from torchsparse_lite.prune.toy import TinyUNet, random_input
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _nm_everywhere(model: nn.Module, n: int, m: int) -> bool:
     return all(is_nm_sparse(mod, n, m) for _, mod in prunable_weights(model) if hasattr(mod, "weight_mask"))
 

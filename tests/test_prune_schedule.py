@@ -25,14 +25,6 @@ from torchsparse_lite.prune.toy import TinyUNet, random_input
 from torchsparse_lite.train.checkpoint import save_checkpoint
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_cubic_schedule() -> None:
     assert cubic_sparsity(0, 10, 0.8) == 0.0
     assert cubic_sparsity(10, 10, 0.8) == pytest.approx(0.8)

@@ -40,14 +40,6 @@ TINY = Path(__file__).parent / "data" / "tiny_net_v1.pt"
 FORMAT_VERSION = 1
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_net() -> nn.Sequential:
     """The architecture of the stored checkpoint (do not change: the file depends on it)."""
     return nn.Sequential(

@@ -39,14 +39,6 @@ def st(c: int = 3, coords: torch.Tensor = COORDS, stride: int = 1) -> SparseTens
     return SparseTensor(torch.randn(len(coords), c), coords, stride)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ---------------------------------------------------------------- 1. dtype
 def test_feats_integer_dtype() -> None:
     with pytest.raises(TypeError, match="feats"):

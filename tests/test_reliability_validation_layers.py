@@ -43,14 +43,6 @@ def st(c: int = 3, coords: torch.Tensor = COORDS, stride: int = 1) -> SparseTens
     return SparseTensor(torch.randn(len(coords), c), coords, stride)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ----------------------------------------------------------- 9. empty N = 0
 def empty(c: int = 3, stride: int = 1) -> SparseTensor:
     return SparseTensor(torch.zeros(0, c, requires_grad=True), torch.zeros(0, 4, dtype=torch.int32), stride)

@@ -18,14 +18,6 @@ TINY = ["--train-scans", "2", "--val-scans", "1", "--epochs", "2", "--batch-size
         "--voxel-size", "0.5", "--no-progress", "--seed", "3"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("run")
