@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..kmap.index import EMPTY, _duplicate_error
+from ..kmap.index import EMPTY, _duplicate_error, empty_table
 
 BLOCK = 128
 
@@ -81,12 +81,7 @@ class TritonHashIndex:
     def __init__(self, keys: torch.Tensor, name: str = "coords") -> None:
         keys = keys.contiguous()
         n = keys.numel()
-        cap = 16
-        while cap < 2 * n:
-            cap *= 2
-        self.mask = cap - 1
-        self.table_keys = torch.full((cap,), EMPTY, dtype=torch.int64, device=keys.device)
-        self.table_rows = torch.full((cap,), EMPTY, dtype=torch.int64, device=keys.device)
+        self.mask, self.table_keys, self.table_rows = empty_table(n, keys.device)
         dup = torch.full((1,), EMPTY, dtype=torch.int64, device=keys.device)
         if n:
             hash_insert_kernel[(triton.cdiv(n, BLOCK),)](

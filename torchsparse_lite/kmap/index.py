@@ -41,6 +41,19 @@ def _duplicate_error(key: int, name: str) -> ValueError:
     )
 
 
+def empty_table(n: int, device: torch.device) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """An empty open-addressing table for ``n`` keys: (slot mask, keys [cap], rows [cap]).
+
+    The capacity is the smallest power of two >= 2n (load factor <= 0.5, so
+    probe sequences stay short), at least 16.
+    """
+    cap = 16
+    while cap < 2 * n:
+        cap *= 2
+    keys = torch.full((cap,), EMPTY, dtype=torch.int64, device=device)
+    return cap - 1, keys, torch.full_like(keys, EMPTY)
+
+
 class HashIndex:
     """Open-addressing hash table from packed keys to row numbers.
 
@@ -51,12 +64,7 @@ class HashIndex:
 
     def __init__(self, keys: torch.Tensor, name: str = "coords") -> None:
         n = keys.numel()
-        cap = 16
-        while cap < 2 * n:
-            cap *= 2
-        self.mask = cap - 1
-        self.table_keys = torch.full((cap,), EMPTY, dtype=torch.int64, device=keys.device)
-        self.table_rows = torch.full((cap,), EMPTY, dtype=torch.int64, device=keys.device)
+        self.mask, self.table_keys, self.table_rows = empty_table(n, keys.device)
         pending = torch.arange(n, device=keys.device)
         home = _hash(keys)
         probe = 0
