@@ -18,8 +18,9 @@ import torch
 
 from ..kmap.keys import pack, unpack
 from ..kmap.kmap import KernelMap, build_kernel_map
+from .networks import NETWORKS, build_network
 
-MODELS = ("minkunet", "resnet")
+MODELS = NETWORKS  # the layer sets come from the same two networks
 
 
 @dataclass(frozen=True)
@@ -54,15 +55,6 @@ class LayerSpec:
         return asdict(self)
 
 
-def _build(model: str) -> torch.nn.Module:
-    models = importlib.import_module("torchsparse_lite.models")
-    if model == "minkunet":
-        return models.MinkUNet(4, 19)
-    if model == "resnet":
-        return models.SparseResNet(21, 4)
-    raise ValueError(f"model must be one of {MODELS}, got {model!r}")
-
-
 def model_layers(model: str, *, representative: bool = False) -> list[LayerSpec]:
     """Distinct conv layers of ``model`` (kernel volume > 1) in execution order.
 
@@ -75,7 +67,7 @@ def model_layers(model: str, *, representative: bool = False) -> list[LayerSpec]
     """
     tensor_mod = importlib.import_module("torchsparse_lite.tensor")
     conv_cls = importlib.import_module("torchsparse_lite.nn").Conv3d
-    net = _build(model).eval()
+    net = build_network(model).eval()
     found: dict[tuple, LayerSpec] = {}
 
     def hook(name):
