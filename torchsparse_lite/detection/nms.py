@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .iou import bev_iou
@@ -20,6 +22,19 @@ def _greedy(suppress: torch.Tensor) -> torch.Tensor:
     return keep
 
 
+def _nms(
+    boxes: torch.Tensor, scores: torch.Tensor, suppress: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """Rank by score, let ``suppress(order)`` ([N, N] bool over the ranked boxes) decide, keep greedily."""
+    if boxes.shape[0] != scores.shape[0]:
+        raise ValueError(f"boxes has {boxes.shape[0]} rows but scores has {scores.shape[0]}")
+    if boxes.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.int64, device=boxes.device)
+    order = scores.argsort(descending=True)
+    keep = _greedy(suppress(order))
+    return order[keep.to(order.device)]
+
+
 def rotated_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """Greedy NMS with rotated BEV IoU.
 
@@ -31,14 +46,7 @@ def rotated_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float)
     Returns:
         [K] int64 indices of the kept boxes, by decreasing score.
     """
-    if boxes.shape[0] != scores.shape[0]:
-        raise ValueError(f"boxes has {boxes.shape[0]} rows but scores has {scores.shape[0]}")
-    if boxes.shape[0] == 0:
-        return torch.zeros(0, dtype=torch.int64, device=boxes.device)
-    order = scores.argsort(descending=True)
-    iou = bev_iou(boxes[order], boxes[order])
-    keep = _greedy(iou > iou_threshold)
-    return order[keep.to(order.device)]
+    return _nms(boxes, scores, lambda order: bev_iou(boxes[order], boxes[order]) > iou_threshold)
 
 
 def circle_nms(boxes: torch.Tensor, scores: torch.Tensor, radius: float | torch.Tensor) -> torch.Tensor:
@@ -51,14 +59,11 @@ def circle_nms(boxes: torch.Tensor, scores: torch.Tensor, radius: float | torch.
     Returns:
         [K] int64 indices of the kept boxes, by decreasing score.
     """
-    if boxes.shape[0] != scores.shape[0]:
-        raise ValueError(f"boxes has {boxes.shape[0]} rows but scores has {scores.shape[0]}")
-    if boxes.shape[0] == 0:
-        return torch.zeros(0, dtype=torch.int64, device=boxes.device)
-    order = scores.argsort(descending=True)
-    xy = boxes[order, :2].to(torch.float64)
-    r = torch.as_tensor(radius, dtype=torch.float64, device=boxes.device)
-    r = r[order] if r.dim() else r.expand(xy.shape[0])
-    dist = torch.cdist(xy, xy)
-    keep = _greedy(dist < r[:, None])
-    return order[keep.to(order.device)]
+
+    def within_radius(order: torch.Tensor) -> torch.Tensor:
+        xy = boxes[order, :2].to(torch.float64)
+        r = torch.as_tensor(radius, dtype=torch.float64, device=boxes.device)
+        r = r[order] if r.dim() else r.expand(xy.shape[0])
+        return torch.cdist(xy, xy) < r[:, None]
+
+    return _nms(boxes, scores, within_radius)
