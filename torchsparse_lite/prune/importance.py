@@ -165,6 +165,20 @@ def _run_batches(model: nn.Module, batches: Batches, loss_fn: LossFn | None, bac
     return n
 
 
+def _hooked_run(
+    model: nn.Module, hooks: list[tuple[str, Callable]], batches: Batches, loss_fn: LossFn | None, backward: bool
+) -> None:
+    """Run the batches with forward hooks ``(submodule name, hook)`` attached, then detach them."""
+    handles = [model.get_submodule(name).register_forward_hook(hook) for name, hook in hooks]
+    try:
+        _run_batches(model, batches, loss_fn, backward=backward)
+    finally:
+        for h in handles:
+            h.remove()
+        if backward:
+            model.zero_grad(set_to_none=True)
+
+
 class Taylor(Importance):
     """First-order Taylor (Molchanov et al. 2017): ``|sum over voxels of a * dL/da|`` per batch, summed.
 
@@ -176,7 +190,6 @@ class Taylor(Importance):
 
     def compute(self, model, graph, batches, loss_fn) -> Scores:
         acc = {g.gid: torch.zeros(g.size) for g in graph.groups}
-        handles = []
 
         def make_hook(gid: int, offset: int, size: int):
             def hook(module, args, output):
@@ -192,15 +205,8 @@ class Taylor(Importance):
 
             return hook
 
-        for g in graph.groups:
-            for s in g.producers:
-                handles.append(model.get_submodule(s.name).register_forward_hook(make_hook(g.gid, s.offset, g.size)))
-        try:
-            _run_batches(model, batches, loss_fn, backward=True)
-        finally:
-            for h in handles:
-                h.remove()
-            model.zero_grad(set_to_none=True)
+        hooks = [(s.name, make_hook(g.gid, s.offset, g.size)) for g in graph.groups for s in g.producers]
+        _hooked_run(model, hooks, batches, loss_fn, backward=True)
         return acc
 
 
@@ -216,7 +222,6 @@ class APoZ(Importance):
     def compute(self, model, graph, batches, loss_fn) -> Scores:
         zeros: dict[int, torch.Tensor] = {}
         rows: dict[int, int] = {}
-        handles = []
 
         def make_hook(gid: int, offset: int, size: int):
             def hook(module, args, output):
@@ -226,14 +231,8 @@ class APoZ(Importance):
 
             return hook
 
-        for g in graph.groups:
-            for s in g.relus:
-                handles.append(model.get_submodule(s.name).register_forward_hook(make_hook(g.gid, s.offset, g.size)))
-        try:
-            _run_batches(model, batches, loss_fn, backward=False)
-        finally:
-            for h in handles:
-                h.remove()
+        hooks = [(s.name, make_hook(g.gid, s.offset, g.size)) for g in graph.groups for s in g.relus]
+        _hooked_run(model, hooks, batches, loss_fn, backward=False)
         return {gid: 1.0 - zeros[gid] / max(rows[gid], 1) for gid in zeros}
 
 
