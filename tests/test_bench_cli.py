@@ -10,14 +10,7 @@ import torch
 from torchsparse_lite.__main__ import main
 
 
-@pytest.fixture
-def keep_threads():
-    old = torch.get_num_threads()
-    yield
-    torch.set_num_threads(old)
-
-
-def test_cli_tiny_synthetic_run(tmp_path, keep_threads):
+def test_cli_tiny_synthetic_run(tmp_path):
     out = tmp_path / "bench"
     rc = main([
         "bench", "--workloads", "synthetic_outdoor", "--max-voxels", "1500", "--models", "minkunet",
@@ -40,12 +33,12 @@ def test_cli_tiny_synthetic_run(tmp_path, keep_threads):
     assert "ours-torch-adaptive" in (out / "table.md").read_text()
 
 
-def test_cli_rejects_unknown_workload(tmp_path, keep_threads):
+def test_cli_rejects_unknown_workload(tmp_path):
     with pytest.raises(ValueError, match="unknown workloads"):
         main(["bench", "--workloads", "nope", "--out", str(tmp_path)])
 
 
-def test_cli_scan_folder(tmp_path, keep_threads):
+def test_cli_scan_folder(tmp_path):
     rng = torch.Generator().manual_seed(0)
     scans = tmp_path / "scans"
     scans.mkdir()

@@ -74,7 +74,3 @@ def unpack(keys: torch.Tensor) -> torch.Tensor:
     b = keys >> (3 * COORD_BITS)
     return torch.stack([b, x, y, z], dim=1).to(torch.int32)
 
-
-def in_range(spatial: torch.Tensor) -> torch.Tensor:
-    """[N, 3] int64 spatial coordinates -> [N] bool, True where packable."""
-    return ((spatial >= 0) & (spatial <= MAX_COORD)).all(dim=1)
