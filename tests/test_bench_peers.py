@@ -15,6 +15,7 @@ from torchsparse_lite.bench.workloads import Workload
 from torchsparse_lite.nn import Conv3d
 
 pytest.importorskip("spconv.pytorch")
+spconv_ops = pytest.importorskip("spconv.pytorch.ops")
 from torchsparse_lite.bench.peers import SpconvConv, to_spconv_weight  # noqa: E402
 
 
@@ -109,3 +110,74 @@ def test_racy_peer_is_wrong_at_more_threads(monkeypatch):
     assert rec["check"]["status"] == WRONG
     # at least our injected bad run; spconv's own scatter race at 2 threads may add more
     assert re.search(r"wrong in [123]/3 runs at 2 threads", rec["check"]["note"])
+
+
+@pytest.fixture
+def pair_builds(monkeypatch):
+    """Counts spconv's pair builds: conv.py (and build_map) call them as ``spconv.pytorch.ops.<name>``."""
+    calls = {"get_indice_pairs": 0, "get_indice_pairs_implicit_gemm": 0}
+    for name in calls:
+        real = getattr(spconv_ops, name)
+
+        def counted(*args, _real=real, _name=name, **kwargs):
+            calls[_name] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(spconv_ops, name, counted)
+
+    def take() -> int:
+        n = sum(calls.values())
+        for name in calls:
+            calls[name] = 0
+        return n
+
+    return take
+
+
+def _peer_case(mode):
+    """(peer, feats, feat_coords, ours: SparseTensor) for one tiny layer of ``mode``."""
+    c = _coords(500, 10, 2, seed=5)
+    x = SparseTensor(torch.randn(c.shape[0], 4), c)
+    if mode == "submanifold":
+        conv = Conv3d(4, 6, 3)
+        return SpconvConv(conv.weight.detach(), (3,) * 3, (1,) * 3, mode, c), x.feats, None, conv(x)
+    down = Conv3d(4, 6, 3, stride=2)
+    y = down(x)
+    if mode == "conv":
+        return SpconvConv(down.weight.detach(), (3,) * 3, (2,) * 3, mode, c), x.feats, None, y
+    up = Conv3d(6, 4, 3, stride=2, transposed=True)
+    feats = y.feats.detach()
+    return SpconvConv(up.weight.detach(), (3,) * 3, (2,) * 3, mode, c), feats, y.coords, up(y)
+
+
+@pytest.mark.parametrize("mode", ["submanifold", "conv", "transposed"])
+def test_cached_forward_builds_no_pairs(one_thread, pair_builds, mode):
+    """The timed peer conv reuses pairs; map and total calls build them exactly once."""
+    assert torch.get_num_threads() == 1
+    peer, feats, fc, ours = _peer_case(mode)
+    x = peer.prepare(feats, fc)
+    pair_builds()  # prepare may build (untimed)
+    cached, cached_c = peer.forward(x)
+    again, _ = peer.forward(x)  # the timed loop calls it repeatedly on the same tensor
+    assert pair_builds() == 0, "cached spconv forward rebuilt its index pairs"
+    xu = peer.prepare_uncached(feats, fc)
+    pair_builds()
+    total, total_c = peer.forward_total(xu)
+    assert pair_builds() == 1, "total call must build the pairs once"
+    peer.build_map()
+    assert pair_builds() == 1, "build_map must build the pairs once"
+    assert torch.equal(cached, total) and torch.equal(cached_c, total_c) and torch.equal(cached, again)
+    chk = check_close(cached, ours.feats.detach(), out_coords=cached_c, ref_coords=ours.coords)
+    assert chk.status == OK, chk
+
+
+def test_forward_refuses_tensors_without_pairs(one_thread, pair_builds):
+    """Timing forward on a pair-less tensor would time map building: refused, and nothing is built."""
+    peer, feats, _, _ = _peer_case("submanifold")
+    with pytest.raises(ValueError, match="no cached pairs"):
+        peer.forward(peer.prepare_uncached(feats))
+    with pytest.raises(ValueError, match="already carries pairs"):
+        peer.forward_total(peer.prepare(feats))
+    pair_builds()
+    x = peer.prepare(feats)
+    assert x.find_indice_pair("bench") is not None  # taken from the first call's OUTPUT indice_dict

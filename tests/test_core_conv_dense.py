@@ -110,7 +110,8 @@ def run_case(case: Case, coords: torch.Tensor, builder: str = "hash", seed: int 
         feats = x_in.feats.clone().requires_grad_(True)
         x = x_in.replace(feats)
         layer = snn.Conv3d(
-            case.cin, case.cout, ks, st, dl, transposed=transposed, submanifold=case.variant == "subm"
+            case.cin, case.cout, ks, st, dl, transposed=transposed, submanifold=case.variant == "subm",
+            generative=case.variant == "tgen",
         )
         weight = layer.weight
         y = layer(x)

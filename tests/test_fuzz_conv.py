@@ -113,9 +113,8 @@ def brute_force_check(case: Case, coords: torch.Tensor, builder: str, seed: int)
             expect = expected_outputs(coords.numpy(), ks, sd, dl, "conv" if case.variant == "tcached" else case.variant)
             if max((max(c[1:]) for c in expect), default=0) > MAX_COORD:
                 with pytest.raises(ValueError, match="input coords"):
-                    snn.Conv3d(case.cin, case.cout, ks, sd, dl, transposed=case.variant == "tgen", submanifold=False)(
-                        x_fine
-                    )
+                    snn.Conv3d(case.cin, case.cout, ks, sd, dl, transposed=case.variant == "tgen",
+                               generative=case.variant == "tgen", submanifold=False)(x_fine)
                 return
         if case.variant == "tcached":
             x = snn.Conv3d(case.cin, case.cin, ks, sd, dl)(x_fine).detach()
@@ -123,7 +122,7 @@ def brute_force_check(case: Case, coords: torch.Tensor, builder: str, seed: int)
             x = x_fine
         feats = torch.randn(len(x), case.cin, generator=g, dtype=torch.float64).requires_grad_(True)
         layer = snn.Conv3d(case.cin, case.cout, ks, sd, dl, transposed=transposed,
-                           submanifold=case.variant == "subm").double()
+                           submanifold=case.variant == "subm", generative=case.variant == "tgen").double()
         y = layer(x.replace(feats))
     out_c = y.coords.numpy().astype(np.int64)
     got = [tuple(r) for r in out_c.tolist()]

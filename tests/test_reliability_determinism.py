@@ -30,8 +30,8 @@ def net() -> nn.Module:
         snn.ReLU(),
         snn.MaxPool3d(3, 1),
         snn.Conv3d(16, 16, 3, 2, dilation=2, downsample_mode="minkowski"),
-        snn.Conv3d(16, 8, 3, 2, transposed=True, downsample_mode="minkowski"),
-        snn.Conv3d(8, 8, 2, 2, transposed=True),
+        snn.Conv3d(16, 8, 3, 2, transposed=True, generative=True, downsample_mode="minkowski"),
+        snn.Conv3d(8, 8, 2, 2, transposed=True, generative=True),
         snn.Linear(8, 3),
     )
 

@@ -162,7 +162,7 @@ def test_quantize_points_below_origin() -> None:
 
 @pytest.mark.parametrize(
     ("layer", "stride"),
-    [(snn.Conv3d(2, 2, 3, submanifold=False), 1), (snn.Conv3d(2, 2, 2, 2, transposed=True), 2)],
+    [(snn.Conv3d(2, 2, 3, submanifold=False), 1), (snn.Conv3d(2, 2, 2, 2, transposed=True, generative=True), 2)],
     ids=["generative", "transposed-generative"],
 )
 def test_generative_conv_would_overflow(layer, stride: int) -> None:

@@ -56,7 +56,7 @@ def empty(c: int = 3, stride: int = 1) -> SparseTensor:
         lambda: snn.Conv3d(3, 4, 2, submanifold=False),
         lambda: snn.Conv3d(3, 4, 3, 2, downsample_mode="spconv"),
         lambda: snn.Conv3d(3, 4, 3, 2, downsample_mode="minkowski"),
-        lambda: snn.Conv3d(3, 4, 2, 2, transposed=True),
+        lambda: snn.Conv3d(3, 4, 2, 2, transposed=True, generative=True),
         lambda: snn.Conv3d(3, 4, 3, bias=True),
     ],
     ids=["subm", "generative", "strided", "minkowski", "transposed", "bias"],

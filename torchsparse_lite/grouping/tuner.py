@@ -12,10 +12,11 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
+from ..kmap.geometry import ConvGeometry
 from ..kmap.kmap import KernelMap
 from .config import GroupingConfig
 from .plan import plan_groups
@@ -25,20 +26,19 @@ from .plan import plan_groups
 class LayerSignature:
     """What a tuned choice depends on: conv geometry, channels, dtype and size class."""
 
-    mode: str
-    kernel_size: tuple[int, int, int]
-    stride: tuple[int, int, int]
-    dilation: tuple[int, int, int]
+    geometry: ConvGeometry  # unbounded: the grid size does not change the choice
     cin: int
     cout: int
     dtype: str
     size_class: int  # bit length of the pair count: inputs within a factor of 2 share a choice
 
+    mode = property(lambda self: self.geometry.mode)
+
 
 def layer_signature(kmap: KernelMap, weight: torch.Tensor) -> LayerSignature:
     """Signature of a conv with map ``kmap`` and weight [K, Cin, Cout]."""
     return LayerSignature(
-        kmap.mode, kmap.kernel_size, kmap.stride, kmap.dilation,
+        replace(kmap.geometry, bound=None),
         int(weight.shape[1]), int(weight.shape[2]), str(weight.dtype).removeprefix("torch."),
         sum(kmap.counts).bit_length(),
     )  # fmt: skip

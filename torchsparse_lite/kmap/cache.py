@@ -1,10 +1,13 @@
 """A kernel-map cache shared by every layer that sees the same coordinates.
 
-Entries are keyed by the identity of the input coordinate tensor (coordinates
-flow unchanged through submanifold layers, so the object is shared), the
-tensor stride, the conv geometry and the mode. A transposed conv finds the map
-of the down-sampling conv that produced its (coarse) coordinates and reuses it
-with inputs and outputs swapped, returning the finer coordinates.
+Entries are keyed by the input coordinates, the tensor stride and the conv's
+:class:`ConvGeometry`. A lookup first tries the identity of the coordinate
+tensor (coordinates flow unchanged through submanifold layers, so the object
+is shared) and then its values, so a tensor rebuilt on cloned coordinates
+still finds its maps. A transposed conv reuses the map of the down-sampling
+conv that produced its (coarse) coordinates, swapped, and returns the finer
+coordinates; maps can also be stored and found under an explicit name (as
+spconv's ``indice_key``).
 """
 
 from __future__ import annotations
@@ -13,18 +16,20 @@ from dataclasses import dataclass
 
 import torch
 
-from .kmap import KernelMap, build_kernel_map
+from .geometry import ConvGeometry
+from .kmap import KernelMap, build_map
 
 
 @dataclass(frozen=True)
 class MapKey:
     coords_id: int
     tensor_stride: tuple[int, int, int]
-    kernel_size: tuple[int, int, int]
-    stride: tuple[int, int, int]
-    dilation: tuple[int, int, int]
-    mode: str
-    downsample_mode: str
+    geometry: ConvGeometry
+
+
+def same_coords(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """True when two [N, 4] coordinate tensors are the same object or hold the same rows in the same order."""
+    return a is b or (a.shape == b.shape and a.device == b.device and bool(torch.equal(a, b)))
 
 
 class KernelMapCache:
@@ -32,59 +37,109 @@ class KernelMapCache:
 
     def __init__(self) -> None:
         self._maps: dict[MapKey, KernelMap] = {}
+        self.named: dict[str, KernelMap] = {}
 
     def __len__(self) -> int:
         return len(self._maps)
 
     def clear(self) -> None:
         self._maps.clear()
+        self.named.clear()
 
     def get(
         self,
         coords: torch.Tensor,
         tensor_stride: tuple[int, int, int],
-        kernel_size: tuple[int, int, int],
-        stride: tuple[int, int, int],
-        dilation: tuple[int, int, int],
-        mode: str,
+        geometry: ConvGeometry,
         builder: str,
-        downsample_mode: str = "spconv",
+        *,
+        key: str | None = None,
+        generative: bool = False,
     ) -> KernelMap:
-        """Return the cached map for this conv, building it on a miss.
+        """Return the map of conv ``geometry`` on ``coords``, building it on a miss.
 
-        For ``mode="transposed"`` the map of the matching down-sampling conv
-        (same kernel, stride, dilation; its outputs are ``coords``) is reused
-        swapped; without one, a generative transposed map is built.
+        Args:
+            coords: [N, 4] int32 input coordinates.
+            tensor_stride: stride of the tensor the coordinates belong to.
+            geometry: the conv.
+            builder: map builder used on a miss.
+            key: optional name: a conv stores its map under it (or checks the
+                stored one matches); a transposed conv finds the down-sampling
+                map under it.
+            generative: a transposed conv that builds its own (growing) map
+                instead of reusing a down-sampling conv's.
+
+        Raises:
+            ValueError: a non-generative transposed conv finds no matching
+                down-sampling map, or ``key`` names the map of another conv.
         """
-        dmode = downsample_mode if mode == "conv" else "-"
-        key = MapKey(id(coords), tensor_stride, kernel_size, stride, dilation, mode, dmode)
-        hit = self._maps.get(key)
-        if hit is not None and hit.in_coords is coords:
-            return hit
-        kmap = None
-        if mode == "transposed":
-            kmap = self._find_down_map(coords, kernel_size, stride, dilation)
+        if geometry.mode == "transposed" and not generative:
+            return self._transposed(coords, geometry, key)
+        if key is not None and key in self.named:
+            return self._check_named(key, coords, geometry)
+        kmap = self._find(coords, tensor_stride, geometry)
         if kmap is None:
-            kmap = build_kernel_map(
-                coords, kernel_size, stride, dilation, mode=mode, builder=builder, downsample_mode=downsample_mode
-            )
-        self._maps[key] = kmap
+            kmap = build_map(coords, geometry, builder=builder)
+            self._maps[MapKey(id(coords), tensor_stride, geometry)] = kmap
+        if key is not None:
+            self.named[key] = kmap
         return kmap
 
-    def _find_down_map(
-        self,
-        coords: torch.Tensor,
-        kernel_size: tuple[int, int, int],
-        stride: tuple[int, int, int],
-        dilation: tuple[int, int, int],
+    def _find(
+        self, coords: torch.Tensor, tensor_stride: tuple[int, int, int], geometry: ConvGeometry
     ) -> KernelMap | None:
+        hit = self._maps.get(MapKey(id(coords), tensor_stride, geometry))
+        if hit is not None and hit.in_coords is coords:
+            return hit
         for key, kmap in self._maps.items():
-            if (
-                key.mode == "conv"
-                and key.kernel_size == kernel_size
-                and key.stride == stride
-                and key.dilation == dilation
-                and kmap.out_coords is coords
-            ):
-                return kmap.transpose()
+            if key.geometry == geometry and key.tensor_stride == tensor_stride and same_coords(kmap.in_coords, coords):
+                return kmap
         return None
+
+    def _check_named(self, key: str, coords: torch.Tensor, geometry: ConvGeometry) -> KernelMap:
+        kmap = self.named[key]
+        if kmap.geometry.mode != geometry.mode or not kmap.geometry.same_taps(geometry):
+            raise ValueError(
+                f"map key {key!r} holds the map of a {kmap.mode} conv with kernel {kmap.kernel_size}, stride "
+                f"{kmap.stride}, dilation {kmap.dilation}, padding {kmap.padding}; this {geometry.mode} conv has "
+                f"kernel {geometry.kernel_size}, stride {geometry.stride}, dilation {geometry.dilation}, padding "
+                f"{geometry.padding}: give the layers different keys or the same geometry"
+            )
+        if not same_coords(kmap.in_coords, coords):
+            raise ValueError(
+                f"map key {key!r} holds a map built on {kmap.n_in} input voxels, but this layer's input has "
+                f"{coords.shape[0]} different ones; layers that share a key must see the same coordinates"
+            )
+        return kmap
+
+    def _transposed(self, coords: torch.Tensor, geometry: ConvGeometry, key: str | None) -> KernelMap:
+        """The swapped map of the down-sampling conv whose outputs are ``coords``."""
+        if key is not None:
+            down = self.named.get(key)
+            if down is None or down.mode != "conv":
+                held = "nothing" if down is None else f"a {down.mode} map"
+                raise ValueError(
+                    f"transposed conv with key {key!r}: the key holds {held}; it needs the map of the strided "
+                    f"conv with the same key earlier in the network (known keys: {sorted(self.named)})"
+                )
+            candidates = [down]
+        else:
+            candidates = [m for m in self._maps.values() if m.mode == "conv" and m.geometry.same_taps(geometry)]
+        for down in sorted(candidates, key=lambda m: m.out_coords is not coords):
+            if same_coords(down.out_coords, coords):
+                if not down.geometry.same_taps(geometry):
+                    raise ValueError(
+                        f"transposed conv with key {key!r} has kernel {geometry.kernel_size}, stride "
+                        f"{geometry.stride}, dilation {geometry.dilation}, padding {geometry.padding} but the "
+                        f"down-sampling conv under that key has {down.kernel_size}, {down.stride}, "
+                        f"{down.dilation}, {down.padding}; they must match"
+                    )
+                return down.transpose()
+        where = f"under key {key!r}" if key is not None else "in this tensor's map cache"
+        raise ValueError(
+            f"transposed conv (kernel {geometry.kernel_size}, stride {geometry.stride}): no down-sampling conv "
+            f"with the same kernel, stride, dilation and padding produced these {coords.shape[0]} coordinates "
+            f"{where}, so the finer coordinates to return are unknown; apply it to the output of the matching "
+            "strided conv (keeping its map cache), or pass generative=True for a generative transposed conv "
+            "whose outputs grow by the kernel"
+        )

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..config import resolve
-from ..kmap.offsets import triple
+from ..kmap.geometry import ConvGeometry, triple
 from ..tensor import SparseTensor
+from .maps import layer_map, layer_output, output_stride
 
 
 class MaxPool3d(nn.Module):
@@ -33,30 +33,28 @@ class MaxPool3d(nn.Module):
         stride: int | Sequence[int] | None = None,
         dilation: int | Sequence[int] = 1,
         *,
+        padding: int | Sequence[int] | None = None,
         kmap_builder: str | None = None,
         downsample_mode: str | None = None,
     ) -> None:
         super().__init__()
-        self.kernel_size = triple(kernel_size, "kernel_size")
-        self.stride = triple(kernel_size if stride is None else stride, "stride")
-        self.dilation = triple(dilation, "dilation")
+        stride3 = triple(kernel_size if stride is None else stride, "stride")
+        mode = "submanifold" if stride3 == (1, 1, 1) else "conv"
+        self.geometry = ConvGeometry(
+            triple(kernel_size, "kernel_size"), stride3, triple(dilation, "dilation"), padding, mode
+        )
         self.kmap_builder = kmap_builder
         self.downsample_mode = downsample_mode
+
+    kernel_size = property(lambda self: self.geometry.kernel_size)
+    stride = property(lambda self: self.geometry.stride)
+    dilation = property(lambda self: self.geometry.dilation)
+    padding = property(lambda self: self.geometry.padding)
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         if not isinstance(x, SparseTensor):
             raise TypeError(f"MaxPool3d expects x to be a SparseTensor, got {type(x).__name__}")
-        mode = "submanifold" if self.stride == (1, 1, 1) else "conv"
-        kmap = x.caches.get(
-            x.coords,
-            x.stride,
-            self.kernel_size,
-            self.stride,
-            self.dilation,
-            mode,
-            resolve("kmap_builder", self.kmap_builder),
-            resolve("downsample_mode", self.downsample_mode),
-        )
+        kmap = layer_map(x, self.geometry, kmap_builder=self.kmap_builder, downsample_mode=self.downsample_mode)
         c = x.feats.shape[1]
         out = x.feats.new_full((kmap.n_out, c), float("-inf"))
         index = kmap.out_idx[:, None].expand(-1, c)
@@ -65,8 +63,7 @@ class MaxPool3d(nn.Module):
         hit[kmap.out_idx] = True
         if not bool(hit.all()):
             out = torch.where(hit[:, None], out, torch.zeros_like(out))
-        stride = tuple(t * s for t, s in zip(x.stride, self.stride))
-        return SparseTensor(out, kmap.out_coords, stride, caches=x.caches, validate=False)
+        return layer_output(x, out, kmap, output_stride(x.stride, self.geometry))
 
 
 def _per_sample(x: SparseTensor, reduce: str) -> torch.Tensor:
