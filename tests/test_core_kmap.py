@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from reference import random_coords
 
 from torchsparse_lite.functional.conv import SparseConvFunction
-from torchsparse_lite.kmap import KernelMap, build_kernel_map, kernel_offsets, triple
+from torchsparse_lite.kmap import KernelMap, build_kernel_map, kernel_offsets, pack, triple
 
 KERNELS = [1, 2, 3, (1, 3, 3), (3, 2, 1)]
 MODES = [("submanifold", "spconv"), ("conv", "spconv"), ("conv", "minkowski"), ("transposed", "spconv")]
@@ -88,7 +88,10 @@ def coord_sets(draw, max_n: int = 40, extent: int = 7) -> torch.Tensor:
     n = draw(st.integers(1, max_n))
     batch = draw(st.integers(1, 3))
     seed = draw(st.integers(0, 2**31 - 1))
-    return random_coords(n, extent, batch, torch.Generator().manual_seed(seed))
+    coords = random_coords(n, extent, batch, torch.Generator().manual_seed(seed))
+    if draw(st.booleans()):  # rows out of key order: the sort index's permuted path
+        coords = coords[torch.randperm(len(coords), generator=torch.Generator().manual_seed(seed + 1))]
+    return coords
 
 
 @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
@@ -144,6 +147,10 @@ def test_map_at_top_of_coordinate_range(builder: str, kernel, stride, dilation) 
     assert map_pairs(kmap) == brute_force_pairs(kmap)
     up = build_kernel_map(kmap.out_coords, ks, sd, dl, mode="transposed", out_coords=coords, builder=builder)
     assert map_pairs(up) == brute_force_pairs(up)
+    in_key_order = torch.argsort(pack(coords))
+    for order in (in_key_order, torch.randperm(len(coords), generator=torch.Generator().manual_seed(0))):
+        sub = build_kernel_map(coords[order], ks, 1, dl, mode="submanifold", builder=builder)
+        assert map_pairs(sub) == brute_force_pairs(sub)
 
 
 def test_transpose_swaps_roles() -> None:

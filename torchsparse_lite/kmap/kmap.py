@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from .columns import column_hits, plan_columns
 from .geometry import MODES, ConvGeometry, triple
 from .index import SortIndex, lookup, make_index
 from .keys import COORD_BITS, MAX_COORD, check_coords, pack
@@ -140,6 +141,7 @@ class _Queries:
     shifts: torch.Tensor  # [K, 3] spatial shift added to ``base`` per offset
     residue: torch.Tensor | None  # [n_out, 3] o % s of a strided transposed map, else None
     row_of: torch.Tensor | None  # output row of each query when queried in key order
+    self_queries: bool  # the queries are the index's own sorted keys (submanifold)
     lo: list[int]
     hi: list[int]
     hi_in: list[int]
@@ -165,7 +167,7 @@ def _queries(
     n_out = base.shape[0]
     base_keys = pack(base) if n_out else torch.empty(0, dtype=torch.int64, device=device)
     row_of = None
-    if geom.mode == "submanifold" and type(index) is SortIndex:
+    if geom.mode == "submanifold" and type(index) is SortIndex and not index.in_key_order:
         # Outputs are the inputs, whose keys the index holds sorted: querying
         # in key order makes every binary search walk the table sequentially
         # (cache-friendly) instead of jumping around it.
@@ -173,7 +175,8 @@ def _queries(
     lo = base[:, 1:].amin(0).tolist() if n_out else [0, 0, 0]
     hi = base[:, 1:].amax(0).tolist() if n_out else [0, 0, 0]
     hi_in = in_coords[:, 1:].amax(0).tolist() if in_coords.shape[0] else [0, 0, 0]
-    return _Queries(base, base_keys, shifts, residue, row_of, lo, hi, hi_in)
+    self_queries = geom.mode == "submanifold" and type(index) is SortIndex
+    return _Queries(base, base_keys, shifts, residue, row_of, self_queries, lo, hi, hi_in)
 
 
 def _offset_pairs(
@@ -195,29 +198,89 @@ def _offset_pairs(
     return found[by_row], out_rows
 
 
+def _searched_taps(geom: ConvGeometry, offsets: torch.Tensor) -> tuple[list[int], int | None]:
+    """Taps whose pairs are searched, and the centre tap of a symmetric map (None otherwise).
+
+    A symmetric map searches one tap of every mirror pair ``(d, -d)``, chosen
+    column-wise (``(dx, dy) > (0, 0)``, or ``dz < 0`` on the centre column) so
+    that whole kernel columns go through one column search.
+    """
+    volume = offsets.shape[0]
+    if not geom.symmetric:
+        return list(range(volume)), None
+    centre = volume // 2
+    rows = enumerate(offsets.tolist())
+    return [k for k, (dx, dy, dz) in rows if (dx, dy) > (0, 0) or ((dx, dy) == (0, 0) and dz < 0)], centre
+
+
+def _rows(q: _Queries, index: SortIndex, qpos: torch.Tensor, spos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input rows, output rows) of the hits at query positions ``qpos`` / sorted positions ``spos``."""
+    found = index.order[spos]
+    if q.row_of is None:
+        return found, qpos
+    out_rows, by_row = torch.sort(q.row_of[qpos])
+    return found[by_row], out_rows
+
+
+def _column_pairs(
+    q: _Queries, index: SortIndex, offsets: torch.Tensor, plan: list, ins: list, outs: list
+) -> None:
+    """Fill ``ins``/``outs`` for every tap of ``plan`` with one search per kernel column."""
+    n = q.base_keys.shape[0]
+    for dx, dy, members in plan:
+        dz_min = members[0][1]
+        targets = q.base_keys + _packed_shift(torch.tensor([dx, dy, dz_min]))
+        slack = 0
+        if q.self_queries and dx == 0 and dy == 0 and members[-1][1] < 0:
+            # Queries are the sorted keys themselves: keys below key i sit
+            # below slot i, so no search is needed on the centre column.
+            slack = -dz_min
+            positions = (torch.arange(n, device=targets.device) + dz_min).clamp_(min=0)
+        else:
+            positions = index.lower_bound(targets)
+        found = column_hits(index.sorted_keys, positions, targets, [dz - dz_min for _, dz in members], slack)
+        for (k, _), spos in zip(members, found):
+            ok = spos >= 0
+            mask = _in_range_mask(q.base[:, 1:], q.lo, q.hi, q.hi_in, q.shifts[k])
+            if mask is not None:
+                ok &= mask
+            qpos = torch.nonzero(ok).squeeze(1)
+            ins[k], outs[k] = _rows(q, index, qpos, spos[qpos])
+
+
 def _all_pairs(
     q: _Queries, index: object, geom: ConvGeometry, offsets: torch.Tensor, n_out: int
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], int | None]:
     """Stage 3 over every offset; a symmetric map searches only half the taps and mirrors the rest."""
     device = q.base.device
     volume = offsets.shape[0]
-    symmetric = geom.symmetric
-    centre = volume // 2 if symmetric else None
+    taps, centre = _searched_taps(geom, offsets)
     empty = torch.empty(0, dtype=torch.int64, device=device)
     ins: list[torch.Tensor] = [empty] * volume
     outs: list[torch.Tensor] = [empty] * volume
-    for k in range(volume if centre is None else centre + 1):
-        if k == centre:
-            ins[k] = outs[k] = torch.arange(n_out, device=device)
-        else:
+    if centre is not None:
+        ins[centre] = outs[centre] = torch.arange(n_out, device=device)
+    plan = None
+    if q.residue is None and type(index) is SortIndex and index.sorted_keys.numel() and n_out:
+        plan = plan_columns(offsets, taps)
+    if plan is not None:
+        _column_pairs(q, index, offsets, plan, ins, outs)
+    else:
+        for k in taps:
             ins[k], outs[k] = _offset_pairs(q, index, k, offsets, geom.stride)
-    if symmetric:
+    if centre is not None:
         # Offset k is -(offset K-1-k): the same pairs with the roles swapped,
         # re-sorted by output row so scatters walk the output in order.
-        for k in range(centre + 1, volume):
+        searched = set(taps) | {centre}
+        for k in range(volume):
+            if k in searched:
+                continue
             mirror_in, mirror_out = ins[volume - 1 - k], outs[volume - 1 - k]
-            order = torch.argsort(mirror_in)
-            ins[k], outs[k] = mirror_out[order], mirror_in[order]
+            if mirror_in.numel() < 2 or bool((mirror_in[1:] >= mirror_in[:-1]).all()):
+                ins[k], outs[k] = mirror_out, mirror_in  # already in output order (inputs in key order)
+            else:
+                order = torch.argsort(mirror_in)
+                ins[k], outs[k] = mirror_out[order], mirror_in[order]
     return ins, outs, centre
 
 
