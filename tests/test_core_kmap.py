@@ -153,6 +153,21 @@ def test_map_at_top_of_coordinate_range(builder: str, kernel, stride, dilation) 
         assert map_pairs(sub) == brute_force_pairs(sub)
 
 
+@pytest.mark.parametrize("kernel", [(2, 1, 1), 3, (1, 2, 3)])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_stride_one_transposed_map_is_brute_force(kernel, shuffle: bool) -> None:
+    """Stride-1 transposed maps query ``c - d`` (no residue check): both builders against brute force."""
+    coords = random_coords(50, 6, 2, torch.Generator().manual_seed(7))
+    if shuffle:
+        coords = coords[torch.randperm(len(coords), generator=torch.Generator().manual_seed(8))]
+    maps = {b: build_kernel_map(coords, kernel, 1, mode="transposed", builder=b) for b in ("hash", "sort")}
+    assert_maps_identical(maps["hash"], maps["sort"])
+    assert map_pairs(maps["sort"]) == brute_force_pairs(maps["sort"])
+    tiny = torch.tensor([[0, 0, 0, 0], [0, 1, 0, 0]], dtype=torch.int32)
+    pairs = map_pairs(build_kernel_map(tiny, (2, 1, 1), 1, mode="transposed", builder="sort"))
+    assert pairs == [{(0, 0), (1, 1)}, {(0, 1), (1, 2)}]  # outputs x = 0, 1, 2; tap d=1 maps x -> x+1
+
+
 def test_transpose_swaps_roles() -> None:
     coords = random_coords(60, 8, 2, torch.Generator().manual_seed(3))
     down = build_kernel_map(coords, (3, 3, 3), (2, 2, 2), (1, 1, 1), mode="conv")

@@ -24,14 +24,14 @@ import torch
 MAX_WINDOW = 8  # beyond this many integers per column, per-tap searches are cheaper than the compares
 
 
-def plan_columns(offsets: torch.Tensor, taps: list[int]) -> list[tuple[int, int, list[tuple[int, int]]]] | None:
-    """Group ``taps`` (rows of ``offsets`` [K, 3]) by (dx, dy): ``[(dx, dy, [(tap, dz), ...])]``.
+def plan_columns(shifts: torch.Tensor, taps: list[int]) -> list[tuple[int, int, list[tuple[int, int]]]] | None:
+    """Group ``taps`` by the (dx, dy) of their query shift (rows of ``shifts`` [K, 3]): ``[(dx, dy, [(tap, dz)])]``.
 
     Returns None when a column's z window is wider than :data:`MAX_WINDOW`.
     """
     cols: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
     for k in taps:
-        dx, dy, dz = (int(v) for v in offsets[k])
+        dx, dy, dz = (int(v) for v in shifts[k])
         cols[(dx, dy)].append((k, dz))
     plan = []
     for (dx, dy), members in cols.items():

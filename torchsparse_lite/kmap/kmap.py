@@ -222,9 +222,7 @@ def _rows(q: _Queries, index: SortIndex, qpos: torch.Tensor, spos: torch.Tensor)
     return found[by_row], out_rows
 
 
-def _column_pairs(
-    q: _Queries, index: SortIndex, offsets: torch.Tensor, plan: list, ins: list, outs: list
-) -> None:
+def _column_pairs(q: _Queries, index: SortIndex, plan: list, ins: list, outs: list) -> None:
     """Fill ``ins``/``outs`` for every tap of ``plan`` with one search per kernel column."""
     n = q.base_keys.shape[0]
     for dx, dy, members in plan:
@@ -262,9 +260,9 @@ def _all_pairs(
         ins[centre] = outs[centre] = torch.arange(n_out, device=device)
     plan = None
     if q.residue is None and type(index) is SortIndex and index.sorted_keys.numel() and n_out:
-        plan = plan_columns(offsets, taps)
+        plan = plan_columns(q.shifts, taps)  # the shifts, not the offsets: a transposed map negates them
     if plan is not None:
-        _column_pairs(q, index, offsets, plan, ins, outs)
+        _column_pairs(q, index, plan, ins, outs)
     else:
         for k in taps:
             ins[k], outs[k] = _offset_pairs(q, index, k, offsets, geom.stride)
