@@ -101,14 +101,27 @@ def test_stored_checkpoint_still_loads_and_matches() -> None:
 
 
 # ------------------------------------------------------------- TorchSparse
+def torchsparse_rows(kernel_size: tuple[int, int, int]) -> list[int]:
+    """Our tap index of each TorchSparse kernel row, enumerated by hand as ``get_kernel_offsets`` does:
+    ``for z: for y: for x`` (x fastest) for an odd kernel volume, ``for x: for y: for z`` (z fastest) for an even one.
+    """
+    kx, ky, kz = kernel_size
+    ours = lambda ux, uy, uz: ux + kx * (uy + ky * uz)  # noqa: E731 - our x-fastest index
+    if (kx * ky * kz) % 2:
+        return [ours(x, y, z) for z in range(kz) for y in range(ky) for x in range(kx)]
+    return [ours(x, y, z) for x in range(kx) for y in range(ky) for z in range(kz)]
+
+
 def torchsparse_style_state_dict(model: nn.Sequential) -> dict[str, torch.Tensor]:
-    """Written by hand as TorchSparse saves it: ``kernel`` keys, ``[Cin, Cout]`` for the 1x1x1 conv."""
+    """Written by hand as TorchSparse saves it: ``kernel`` keys, its tap order, ``[Cin, Cout]`` for the 1x1x1 conv."""
     sd = model.state_dict()
     out = {}
     for key, value in sd.items():
         idx, leaf = key.split(".")
-        if isinstance(model[int(idx)], snn.Conv3d) and leaf == "weight":
-            out[f"{idx}.kernel"] = value[0].clone() if value.shape[0] == 1 else value.clone()
+        layer = model[int(idx)]
+        if isinstance(layer, snn.Conv3d) and leaf == "weight":
+            kernel = value[torchsparse_rows(layer.kernel_size)].clone()
+            out[f"{idx}.kernel"] = kernel[0] if kernel.shape[0] == 1 else kernel
         else:
             out[key] = value.clone()
     return out
@@ -119,6 +132,8 @@ def test_torchsparse_checkpoint_loads() -> None:
     src = tiny_net().eval()
     ts = torchsparse_style_state_dict(src)
     assert ts["6.kernel"].shape == (4, 2) and "0.kernel" in ts and "1.running_var" in ts
+    # the k=2 convs' taps really are stored in another order (the old pass-through loaded them scrambled)
+    assert not torch.equal(ts["3.kernel"], src[3].weight) and not torch.equal(ts["5.kernel"], src[5].weight)
     dst = tiny_net().eval()
     load_torchsparse_checkpoint(dst, {"state_dict": ts})
     x = tiny_input()
@@ -150,6 +165,112 @@ def test_torchsparse_weight_helpers() -> None:
     assert set(sd) == {"a.weight", "a.bias", "bn.weight"} and sd["a.weight"].shape == (1, 5, 7)
     with pytest.raises(ValueError, match="both"):
         from_torchsparse_state_dict({"a.kernel": w, "a.weight": w})
+    # TorchSparse 2.1 keeps [1, Cin, Cout] for a strided 1x1x1 conv
+    assert weight_to_torchsparse(torch.randn(1, 5, 7), (1, 1, 1), stride=2).shape == (1, 5, 7)
+
+
+@pytest.mark.parametrize("ks", [(2, 2, 2), (3, 2, 1), (4, 4, 4), (2, 3, 4), (3, 3, 3), (1, 3, 3)])
+def test_torchsparse_tap_order_round_trip(ks) -> None:
+    k = ks[0] * ks[1] * ks[2]
+    ours = torch.randn(k, 2, 3)
+    ts = ours[torchsparse_rows(ks)]
+    assert torch.equal(torchsparse_to_weight(ts, ks), ours)
+    assert torch.equal(weight_to_torchsparse(ours, ks), ts)
+    if k % 2 == 0:
+        assert not torch.equal(ts, ours)
+        with pytest.raises(ValueError, match="kernel_size"):
+            torchsparse_to_weight(ts)
+        with pytest.raises(ValueError, match="model="):
+            from_torchsparse_state_dict({"conv.kernel": ts})
+    with pytest.raises(ValueError, match="taps"):
+        torchsparse_to_weight(ts, (5, 5, 5))
+
+
+def brute_force(
+    in_coords: torch.Tensor, feats: torch.Tensor, kernel: torch.Tensor, ks, stride, start, out_coords, transposed=False
+) -> torch.Tensor:
+    """Pairwise sum with TorchSparse's offset -> kernel row assignment (rows enumerated by hand, offsets u - start).
+
+    conv: output o reads the input at ``o * stride + offset``; transposed: input i writes ``i * stride + offset``.
+    """
+    kx, ky, kz = ks
+    axes = [[u - p for u in range(k)] for k, p in zip(ks, start)]
+    if (kx * ky * kz) % 2:
+        offsets = [(x, y, z) for z in axes[2] for y in axes[1] for x in axes[0]]
+    else:
+        offsets = [(x, y, z) for x in axes[0] for y in axes[1] for z in axes[2]]
+    rows = {tuple(c): i for i, c in enumerate(in_coords.tolist())}
+    outs = {tuple(c): j for j, c in enumerate(out_coords.tolist())}
+    out = feats.new_zeros(len(out_coords), kernel.shape[-1])
+    s = stride
+    for t, (dx, dy, dz) in enumerate(offsets):
+        if transposed:
+            for (b, x, y, z), i in rows.items():
+                j = outs.get((b, x * s + dx, y * s + dy, z * s + dz))
+                if j is not None:
+                    out[j] += feats[i] @ kernel[t]
+        else:
+            for (b, x, y, z), j in outs.items():
+                i = rows.get((b, x * s + dx, y * s + dy, z * s + dz))
+                if i is not None:
+                    out[j] += feats[i] @ kernel[t]
+    return out
+
+
+# (kernel, stride, our padding, TorchSparse 2.1's offset start), TorchSparse convs as its 2.1 source defines them
+TS_LAYERS = [
+    ((3, 3, 3), 1, 1, (1, 1, 1)),  # submanifold, odd: centred
+    ((2, 2, 2), 1, 0, (0, 0, 0)),  # submanifold, even: 0 .. k-1
+    ((3, 2, 1), 1, 0, (0, 0, 0)),  # submanifold, even volume: 0 .. k-1 even on the odd axis
+    ((4, 4, 4), 1, 0, (0, 0, 0)),
+    ((2, 2, 2), 2, 0, (0, 0, 0)),  # the MinkUNet down-sampling conv
+    ((3, 3, 3), 2, 1, (1, 1, 1)),
+]
+
+
+@pytest.mark.parametrize(("ks", "stride", "padding", "start"), TS_LAYERS)
+def test_torchsparse_kernel_against_brute_force(ks, stride, padding, start) -> None:
+    g = torch.Generator().manual_seed(4)
+    x = SparseTensor(torch.randn(len(c := random_coords(50, 6, 2, g)), 2, generator=g), c)
+    kernel = torch.randn(ks[0] * ks[1] * ks[2], 2, 3, generator=g)
+    layer = snn.Conv3d(2, 3, ks, stride, padding=padding)
+    load_torchsparse_checkpoint(nn.Sequential(layer), {"0.kernel": kernel})
+    y = layer(x)
+    ref = brute_force(x.coords, x.feats, kernel, ks, stride, start, y.coords)
+    torch.testing.assert_close(y.feats, ref)
+    with torch.no_grad():  # what the old pass-through loader did: wrong for every even kernel volume
+        layer.weight.copy_(kernel)
+    if kernel.shape[0] % 2 == 0:
+        assert not torch.allclose(layer(x).feats, ref)
+
+
+@pytest.mark.parametrize(("ks", "padding", "start"), [((2, 2, 2), 0, (0, 0, 0)), ((3, 3, 3), 1, (1, 1, 1))])
+def test_torchsparse_transposed_kernel_against_brute_force(ks, padding, start) -> None:
+    g = torch.Generator().manual_seed(5)
+    x = SparseTensor(torch.randn(len(c := random_coords(50, 6, 2, g)), 2, generator=g), c)
+    down = snn.Conv3d(2, 2, ks, 2, padding=padding)
+    net = nn.Sequential(down, snn.Conv3d(2, 3, ks, 2, padding=padding, transposed=True))
+    kernels = {f"{i}.kernel": torch.randn(ks[0] * ks[1] * ks[2], 2, n, generator=g) for i, n in ((0, 2), (1, 3))}
+    load_torchsparse_checkpoint(net, kernels)
+    h = net[0](x)
+    y = net[1](h)
+    assert torch.equal(y.coords, x.coords)
+    ref = brute_force(h.coords, h.feats, kernels["1.kernel"], ks, 2, start, y.coords, transposed=True)
+    torch.testing.assert_close(y.feats, ref)
+
+
+def test_torchsparse_geometry_is_checked() -> None:
+    ok = {"0.kernel": torch.randn(64, 2, 2)}
+    load_torchsparse_checkpoint(nn.Sequential(snn.Conv3d(2, 2, 4, padding=0)), ok)  # 2.1: 0 .. 3
+    load_torchsparse_checkpoint(nn.Sequential(snn.Conv3d(2, 2, 4, padding=1)), ok)  # 2.0: -1 .. 2
+    with pytest.raises(ValueError, match="padding"):
+        load_torchsparse_checkpoint(nn.Sequential(snn.Conv3d(2, 2, 4, padding=2)), ok)
+    with pytest.raises(ValueError, match="padding"):  # a non-centred odd submanifold kernel
+        load_torchsparse_checkpoint(nn.Sequential(snn.Conv3d(2, 2, 3, padding=0)), {"0.kernel": torch.randn(27, 2, 2)})
+    with pytest.raises(ValueError, match="padding"):
+        to_torchsparse_state_dict(nn.Sequential(snn.Conv3d(2, 2, 3, padding=0)))
+    # strided convs take any padding in TorchSparse 2.1
+    load_torchsparse_checkpoint(nn.Sequential(snn.Conv3d(2, 2, 3, 2, padding=0)), {"0.kernel": torch.randn(27, 2, 2)})
 
 
 # ------------------------------------------------------------------ spconv

@@ -2,6 +2,10 @@
 
 TorchSparse names a conv weight ``kernel`` (shape ``[K, Cin, Cout]``, or
 ``[Cin, Cout]`` for a 1x1x1 conv); ours is ``weight`` ``[K, Cin, Cout]``.
+TorchSparse enumerates the taps of an even kernel volume z fastest (ours: x
+fastest), so converting such a kernel needs the layer's kernel size: the
+converters take it from ``model`` and also check that each layer's padding is
+one TorchSparse can have (:func:`~.weights.check_torchsparse_geometry`).
 Batch-norm, bias and linear keys are identical in both.
 spconv names it ``weight`` with shape ``[Cout, kx, ky, kz, Cin]`` (2.x).
 """
@@ -15,7 +19,13 @@ import torch
 from torch import nn
 
 from ..nn.conv import Conv3d
-from .weights import spconv_to_weight, torchsparse_to_weight, weight_to_spconv, weight_to_torchsparse
+from .weights import (
+    check_torchsparse_geometry,
+    spconv_to_weight,
+    torchsparse_to_weight,
+    weight_to_spconv,
+    weight_to_torchsparse,
+)
 
 StateDict = dict[str, torch.Tensor]
 
@@ -29,14 +39,28 @@ def _conv_prefixes(model: nn.Module) -> dict[str, Conv3d]:
     return {(name + "." if name else ""): m for name, m in model.named_modules() if isinstance(m, Conv3d)}
 
 
-def from_torchsparse_state_dict(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
-    """TorchSparse state dict -> ours: every ``*.kernel`` becomes ``*.weight`` as ``[K, Cin, Cout]``.
+def _checked_conv(convs: dict[str, Conv3d], prefix: str) -> Conv3d | None:
+    """The model's conv at ``prefix`` (None when absent), its geometry checked against TorchSparse's."""
+    conv = convs.get(prefix)
+    if conv is not None:
+        check_torchsparse_geometry(prefix[:-1], conv.kernel_size, conv.stride, conv.dilation, conv.padding)
+    return conv
+
+
+def from_torchsparse_state_dict(
+    state_dict: Mapping[str, torch.Tensor], model: nn.Module | None = None
+) -> StateDict:
+    """TorchSparse state dict -> ours: every ``*.kernel`` becomes ``*.weight`` as ``[K, Cin, Cout]``, x fastest.
 
     Args:
         state_dict: the TorchSparse model's ``state_dict()`` (other keys pass through).
+        model: our model the state dict is for; gives each conv's kernel size
+            (needed to reorder kernels with an even number of taps, which
+            raise ``ValueError`` without it) and checks each conv's padding.
     """
     if not isinstance(state_dict, Mapping):
         raise TypeError(f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}")
+    convs = _conv_prefixes(model) if model is not None else {}
     out: StateDict = {}
     for key, value in state_dict.items():
         prefix, leaf = _split(key)
@@ -44,20 +68,28 @@ def from_torchsparse_state_dict(state_dict: Mapping[str, torch.Tensor]) -> State
             new = prefix + "weight"
             if new in state_dict:
                 raise ValueError(f"state_dict has both {key!r} and {new!r}; it is not a TorchSparse conv checkpoint")
-            out[new] = torchsparse_to_weight(value)
+            conv = _checked_conv(convs, prefix)
+            try:
+                out[new] = torchsparse_to_weight(value, None if conv is None else conv.kernel_size)
+            except ValueError as err:
+                hint = ""
+                if conv is None:
+                    hint = " (pass model=)" if model is None else f" (the model has no Conv3d named {prefix[:-1]!r})"
+                raise ValueError(f"state_dict[{key!r}]: {err}{hint}") from None
         else:
             out[key] = value
     return out
 
 
 def to_torchsparse_state_dict(model: nn.Module) -> StateDict:
-    """Our model's state dict in TorchSparse's naming and layout (``kernel``, ``[Cin, Cout]`` when K == 1)."""
+    """Our model's state dict in TorchSparse's naming and layout (``kernel``, tap order, ``[Cin, Cout]`` for 1x1x1)."""
     convs = _conv_prefixes(model)
     out: StateDict = {}
     for key, value in model.state_dict().items():
         prefix, leaf = _split(key)
         if prefix in convs and leaf == "weight":
-            out[prefix + "kernel"] = weight_to_torchsparse(value)
+            conv = _checked_conv(convs, prefix)
+            out[prefix + "kernel"] = weight_to_torchsparse(value, conv.kernel_size, conv.stride)
         else:
             out[key] = value
     return out
@@ -136,8 +168,13 @@ def _load(model: nn.Module, state: StateDict, strict: bool, source: str):
 def load_torchsparse_checkpoint(
     model: nn.Module, checkpoint: str | os.PathLike | Mapping[str, object], strict: bool = True
 ):
-    """Load a TorchSparse checkpoint (path or dict) into our ``model``; returns ``load_state_dict``'s result."""
-    return _load(model, from_torchsparse_state_dict(_read(checkpoint)), strict, "TorchSparse")
+    """Load a TorchSparse checkpoint (path or dict) into our ``model``; returns ``load_state_dict``'s result.
+
+    Kernels are reordered to our tap order using the model's kernel sizes;
+    a conv whose padding no TorchSparse conv of its shape has raises
+    ``ValueError`` (see :func:`from_torchsparse_state_dict`).
+    """
+    return _load(model, from_torchsparse_state_dict(_read(checkpoint), model), strict, "TorchSparse")
 
 
 def load_spconv_checkpoint(
