@@ -28,13 +28,15 @@ so spconv's conv figures included its map building; see benchmarks/README.md.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")  # the thread pool may grow to 2; each phase sets its count
+# the real scans: $TORCHSPARSE_LITE_DATA, else ../shared/data beside the repository
+os.environ.setdefault("TORCHSPARSE_LITE_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 import argparse  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 

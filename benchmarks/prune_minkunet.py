@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,15 +27,17 @@ from pathlib import Path
 import torch
 
 from torchsparse_lite.models import MinkUNet
-from torchsparse_lite.prune.cmd import load_checkpoint
-from torchsparse_lite.prune.pipeline import PruneConfig, run_pipeline
+from torchsparse_lite.prune.checkpoint import load_checkpoint
+from torchsparse_lite.prune.config import PruneConfig
+from torchsparse_lite.prune.pipeline import run_pipeline
 from torchsparse_lite.prune.task import finetune, miou, num_classes_of, segmentation_batches
 
 ROOT = Path(__file__).resolve().parents[1]
-KITTI = ROOT.parent / "shared" / "data" / "semantickitti" / "000000.bin"
+DATA = Path(os.environ.get("TORCHSPARSE_LITE_DATA") or ROOT.parent / "shared" / "data")
+KITTI_SCAN = "semantickitti/000000.bin"
 
 
-def main(argv: list[str] | None = None) -> int:
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cr", type=float, default=1.0)
     p.add_argument("--train-steps", type=int, default=100)
@@ -47,43 +50,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--criterion", default="l1")
     p.add_argument("--latency-repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        default=DATA,
+        help="folder with semantickitti/000000.bin, also timed when present "
+        "(default $TORCHSPARSE_LITE_DATA or ../shared/data beside the repo)",
+    )
     p.add_argument("--checkpoint", help="reuse a trained checkpoint instead of training")
     p.add_argument("--save-checkpoint", default="/tmp/tsl_prune_bench/minkunet.pt")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "prune_minkunet"))
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    nc = num_classes_of(kitti=False)
-    train = segmentation_batches(args.train_scans, seed=0, voxel_size=args.voxel_size,
-                                 max_points=args.train_max_points)  # fmt: skip
-    val = segmentation_batches(args.val_scans, seed=1000, voxel_size=args.voxel_size)
+    return p.parse_args(argv)
+
+
+def _trained_model(args: argparse.Namespace, train: list, nc: int) -> tuple[torch.nn.Module, dict]:
+    """The ``--checkpoint`` model, or MinkUNet trained ``--train-steps`` (saved to ``--save-checkpoint``)."""
     t0 = time.time()
     if args.checkpoint:
-        model = load_checkpoint(args.checkpoint)
         saved = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-        train_info = {"checkpoint": args.checkpoint, **(saved.get("train_info", {}) if isinstance(saved, dict) else {})}
-    else:
-        model = MinkUNet(4, nc, cr=args.cr)
-        losses = finetune(model, train, args.train_steps, lr=0.01, desc="train")
-        train_info = {"steps": args.train_steps, "first_loss": losses[0], "last_loss": losses[-1],
-                      "seconds": time.time() - t0}  # fmt: skip
-        Path(args.save_checkpoint).parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"config": model.config(), "state_dict": model.state_dict(), "train_info": train_info},
-                   args.save_checkpoint)  # fmt: skip
-    train_info["val_miou"] = miou(model, val, nc)
-    latency_inputs = {"val": val[0][0]}
-    if KITTI.exists():
-        latency_inputs["kitti"] = segmentation_batches(1, voxel_size=args.voxel_size, kitti=str(KITTI))[0][0]
-    cfg = PruneConfig(criterion=args.criterion, ratio=args.ratio, finetune_steps=args.finetune_steps,
-                      latency_repeats=args.latency_repeats, lr=0.005)  # fmt: skip
-    report = run_pipeline(model, cfg, train, val, nc, args.out, latency_inputs, save_model=False)
-    pruned = report.pop("model")
-    torch.save(pruned, Path(args.save_checkpoint).with_name("pruned_module.pt"))
-    # control: the unpruned model fine-tuned just as long, so extra training is not mistaken for pruning gains
-    control = copy.deepcopy(model)
-    finetune(control, train, args.finetune_steps, lr=cfg.lr, desc="control fine-tune")
-    control_miou = miou(control, val, nc)
-    summary = {
+        info = saved.get("train_info", {}) if isinstance(saved, dict) else {}
+        return load_checkpoint(args.checkpoint), {"checkpoint": args.checkpoint, **info}
+    model = MinkUNet(4, nc, cr=args.cr)
+    losses = finetune(model, train, args.train_steps, lr=0.01, desc="train")
+    info = {"steps": args.train_steps, "first_loss": losses[0], "last_loss": losses[-1], "seconds": time.time() - t0}
+    Path(args.save_checkpoint).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": model.config(), "state_dict": model.state_dict(), "train_info": info}, args.save_checkpoint)
+    return model, info
+
+
+def _summary(args, model, report: dict, train_info: dict, latency_inputs: dict, control_miou: float) -> dict:
+    return {
         "device_cpu_threads": args.threads,
         "model": model.config(),
         "train": train_info,
@@ -100,8 +96,36 @@ def main(argv: list[str] | None = None) -> int:
         "miou_unpruned_same_finetune": control_miou,
         "miou_drop_vs_control": control_miou - report["after"]["metric"],
         "pruned_vs_masked_max_abs_diff": report["pruned_vs_masked_max_abs_diff"],
-        "seconds": time.time() - t0,
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    nc = num_classes_of(kitti=False)
+    train = segmentation_batches(args.train_scans, seed=0, voxel_size=args.voxel_size,
+                                 max_points=args.train_max_points)  # fmt: skip
+    val = segmentation_batches(args.val_scans, seed=1000, voxel_size=args.voxel_size)
+    t0 = time.time()
+    model, train_info = _trained_model(args, train, nc)
+    train_info["val_miou"] = miou(model, val, nc)
+    latency_inputs = {"val": val[0][0]}
+    kitti = args.data_root / KITTI_SCAN
+    if kitti.exists():
+        latency_inputs["kitti"] = segmentation_batches(1, voxel_size=args.voxel_size, kitti=str(kitti))[0][0]
+    else:
+        print(f"SemanticKITTI scan not timed: {kitti} is absent (see --data-root)", file=sys.stderr)
+    cfg = PruneConfig(criterion=args.criterion, ratio=args.ratio, finetune_steps=args.finetune_steps,
+                      latency_repeats=args.latency_repeats, lr=0.005)  # fmt: skip
+    report = run_pipeline(model, cfg, train, val, nc, args.out, latency_inputs, save_model=False)
+    pruned = report.pop("model")
+    torch.save(pruned, Path(args.save_checkpoint).with_name("pruned_module.pt"))
+    # control: the unpruned model fine-tuned just as long, so extra training is not mistaken for pruning gains
+    control = copy.deepcopy(model)
+    finetune(control, train, args.finetune_steps, lr=cfg.lr, desc="control fine-tune")
+    summary = _summary(args, model, report, train_info, latency_inputs, miou(control, val, nc))
+    summary["seconds"] = time.time() - t0
     out = Path(args.out)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))

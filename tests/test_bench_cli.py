@@ -49,3 +49,21 @@ def test_cli_scan_folder(tmp_path):
     assert rc == 0
     names = {w["name"] for w in json.loads((tmp_path / "o" / "bench.json").read_text())["workloads"]}
     assert any(n.startswith("a_") for n in names)
+
+
+def test_cli_real_workloads_need_a_data_folder(tmp_path, monkeypatch, capsys):
+    """Without --data-root or $TORCHSPARSE_LITE_DATA real scans are skipped with a note; with one they are read."""
+    monkeypatch.delenv("TORCHSPARSE_LITE_DATA", raising=False)
+    small = ["--max-voxels", "600", "--models", "resnet", "--max-layers", "1", "--strategies", "separate",
+             "--passes", "fwd", "--peers", "--reps", "1", "--warmup", "0", "--no-memory"]
+    assert main(["bench", "--workloads", "kitti_0.05", *small, "--out", str(tmp_path / "a")]) == 0
+    assert "skipped real workloads ['kitti_0.05']: no data folder (pass --data-root" in capsys.readouterr().err
+    got = json.loads((tmp_path / "a" / "bench.json").read_text())["workloads"]
+    assert len(got) == 1 and got[0]["name"].startswith("synthetic_outdoor")
+    scan = tmp_path / "data" / "kitti" / "000008.bin"
+    scan.parent.mkdir(parents=True)
+    (torch.rand(3000, 4, generator=torch.Generator().manual_seed(1)) * 10).numpy().tofile(scan)
+    assert main(["bench", "--workloads", "kitti_0.05", *small, "--data-root", str(tmp_path / "data"),
+                 "--out", str(tmp_path / "b")]) == 0
+    got = json.loads((tmp_path / "b" / "bench.json").read_text())["workloads"]
+    assert len(got) == 1 and got[0]["name"].startswith("kitti_0.05")

@@ -13,7 +13,7 @@ from torchsparse_lite.bench.memory import peak_memory
 from torchsparse_lite.bench.report import add_ratios, format_summary, format_table
 from torchsparse_lite.bench.sweeps import epsilon_sweep, power_law
 from torchsparse_lite.bench.timing import measure, quantile, summarize
-from torchsparse_lite.bench.workloads import Workload, batched, tiled
+from torchsparse_lite.bench.workloads import DATA_ENV, REAL_SCANS, Workload, batched, data_root, real_workloads, tiled
 from torchsparse_lite.kmap import build_kernel_map
 
 
@@ -119,6 +119,26 @@ def test_tiling_and_batching_shapes():
         assert torch.unique(t.coords, dim=0).shape[0] == t.n  # still unique
     b = batched(w, 4)
     assert b.n == 4 * w.n and b.batch_size == 4
+
+
+def test_real_workloads_come_from_the_given_data_folder(tmp_path, monkeypatch):
+    """Real scans are read from ``root`` or ``$TORCHSPARSE_LITE_DATA``, never from a path outside the package."""
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    assert data_root() is None and real_workloads() == []  # no folder: nothing, no guessing
+    rel, width, vs = REAL_SCANS["kitti_0.05"]
+    scan = tmp_path / rel
+    scan.parent.mkdir(parents=True)
+    (np.random.default_rng(0).uniform(0, 5, (500, width))).astype(np.float32).tofile(scan)
+    got = real_workloads(["kitti_0.05", "nuscenes_0.1"], root=tmp_path)  # the absent nuScenes sweep is skipped
+    assert [(w.name, w.source, w.voxel_size, w.n_points) for w in got] == [("kitti_0.05", "real", vs, 500)]
+    monkeypatch.setenv(DATA_ENV, str(tmp_path))
+    assert data_root() == tmp_path and [w.name for w in real_workloads(["kitti_0.05"])] == ["kitti_0.05"]
+    monkeypatch.setenv(DATA_ENV, str(tmp_path / "absent"))
+    assert real_workloads() == []
+    with pytest.raises(ValueError, match="root"):
+        data_root(tmp_path / "absent")
+    with pytest.raises(ValueError, match="unknown real workload"):
+        real_workloads(["semantickitti_9"], root=tmp_path)
 
 
 def test_cpu_peak_memory_replays_allocations():

@@ -7,6 +7,7 @@ import io
 import pytest
 import torch
 from torch import nn
+from toy_models import TinyUNet, random_input
 
 from torchsparse_lite import SparseTensor, cat
 from torchsparse_lite import nn as spnn
@@ -19,7 +20,6 @@ from torchsparse_lite.prune import (
     prune_groups,
     prune_model,
 )
-from torchsparse_lite.prune.toy import TinyUNet, random_input
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from toy_models import TinyUNet, random_input
 
 from torchsparse_lite.prune import (
     FPGM,
@@ -18,7 +19,6 @@ from torchsparse_lite.prune import (
     build_dependency_graph,
     select_channels,
 )
-from torchsparse_lite.prune.toy import TinyUNet, random_input
 
 PLANT = "up.blocks.0.main.0.conv"  # a group with a single producer
 CH = 5

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from toy_models import TinyUNet, random_input
 
 from torchsparse_lite import nn as spnn
 from torchsparse_lite.functional.conv import sparse_conv
@@ -22,13 +27,14 @@ from torchsparse_lite.prune import (
 from torchsparse_lite.prune.masks import prunable_weights
 from torchsparse_lite.prune.permute import kept_magnitude
 from torchsparse_lite.prune.semi_structured import (
+    FALLBACK_CONSTRAINTS,
     SemiStructuredConv3d,
     gather_linear_scatter,
     semi_structured_support,
+    sparse_shape_constraints,
     to_offset_operands,
 )
 from torchsparse_lite.prune.surgery import copy_model
-from torchsparse_lite.prune.toy import TinyUNet, random_input
 
 
 def _nm_everywhere(model: nn.Module, n: int, m: int) -> bool:
@@ -141,6 +147,32 @@ def test_gather_linear_scatter_matches_conv() -> None:
     ok, why = semi_structured_support()
     if not torch.cuda.is_available():
         assert not ok and "CUDA" in why
+
+
+def test_shape_constraints_fail_soft(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe of PyTorch's private block-size tables returns the strictest known block when they change."""
+    rows, cols = sparse_shape_constraints(torch.float16)
+    assert rows > 0 and cols > 0 and FALLBACK_CONSTRAINTS[0] % rows == 0 and FALLBACK_CONSTRAINTS[1] % cols == 0
+    assert sparse_shape_constraints(torch.float64) == FALLBACK_CONSTRAINTS  # no table entry
+    semi = importlib.import_module("torch.sparse.semi_structured")
+    for cls in (semi.SparseSemiStructuredTensorCUTLASS, semi.SparseSemiStructuredTensorCUSPARSELT):
+        monkeypatch.delattr(cls, "_DTYPE_SHAPE_CONSTRAINTS")
+    assert sparse_shape_constraints(torch.float16) == FALLBACK_CONSTRAINTS
+    monkeypatch.delattr(semi.SparseSemiStructuredTensor, "_FORCE_CUTLASS")
+    assert sparse_shape_constraints(torch.bfloat16) == FALLBACK_CONSTRAINTS
+
+
+@pytest.mark.skipif(semi_structured_support()[0], reason="on a capable GPU the benchmark would run in full")
+def test_semi_structured_benchmark_refuses_without_gpu(capsys: pytest.CaptureFixture) -> None:
+    """``benchmarks/semi_structured_24.py`` exits with status 2 and says why when there is no suitable GPU."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "semi_structured_24.py"
+    spec = importlib.util.spec_from_file_location("semi_structured_24", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--out", "unused.json"]) == 2
+    assert "no run:" in capsys.readouterr().err
+    with pytest.raises(RuntimeError, match="unavailable"):
+        bench.benchmark_semi_structured()
 
 
 @pytest.mark.skipif(not semi_structured_support()[0], reason="needs a CUDA GPU with sparse tensor cores (sm80+)")

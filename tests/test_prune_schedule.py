@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from torch import nn
+from toy_models import TinyUNet, random_input
 
 from torchsparse_lite.__main__ import main
 from torchsparse_lite.models import MinkUNet
@@ -19,9 +20,8 @@ from torchsparse_lite.prune import (
     ratios_for_drop,
     sensitivity_analysis,
 )
-from torchsparse_lite.prune.cmd import load_checkpoint
+from torchsparse_lite.prune.checkpoint import load_checkpoint
 from torchsparse_lite.prune.importance import Magnitude
-from torchsparse_lite.prune.toy import TinyUNet, random_input
 from torchsparse_lite.train.checkpoint import save_checkpoint
 
 

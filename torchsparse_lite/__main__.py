@@ -14,9 +14,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("torchsparse_lite.train.cmd_train", "train MinkUNet segmentation (synthetic data by default)"),
     "eval": ("torchsparse_lite.train.cmd_eval", "evaluate a segmentation checkpoint (mIoU per class)"),
     "predict": ("torchsparse_lite.train.cmd_predict", "label a scan file with a segmentation checkpoint"),
-    "prune": ("torchsparse_lite.prune.cmd", "prune a checkpoint and report size, speed and accuracy"),
-    "bench": ("torchsparse_lite.bench.cmd", "benchmark grouping strategies, map builders and peers"),
-    "detect": ("torchsparse_lite.detection.cmd", "CenterPoint-style 3D detection: train | eval | predict"),
+    "prune": ("torchsparse_lite.prune.cmd_prune", "prune a checkpoint and report size, speed and accuracy"),
+    "bench": ("torchsparse_lite.bench.cmd_bench", "benchmark grouping strategies, map builders and peers"),
+    "detect": ("torchsparse_lite.detection.cmd_detect", "CenterPoint-style 3D detection: train | eval | predict"),
 }
 
 

@@ -1,8 +1,9 @@
 """Benchmark workloads: real scans, synthetic scans, user folders, batching and tiling.
 
 A :class:`Workload` is a named voxelized point set (``coords`` [N, 4] int32,
-batch column included) plus where it came from. Real scans are read from the
-shared data folder when present; synthetic scans come from
+batch column included) plus where it came from. Real scans are read from a
+data folder given by argument or by ``$TORCHSPARSE_LITE_DATA`` (see
+:func:`data_root`; nothing outside the package is assumed); synthetic scans come from
 ``torchsparse_lite.datasets.synthetic.generate_scan`` when that module exists,
 else from a small built-in ring-scan generator (seeded, LiDAR-like).
 """
@@ -56,12 +57,30 @@ class Workload:
         return int(self.coords[:, 0].max()) + 1 if self.n else 0
 
 
-def data_root() -> Path:
-    """The shared data folder: ``$TORCHSPARSE_LITE_DATA`` or ``<repo>/../shared/data``."""
-    env = os.environ.get("TORCHSPARSE_LITE_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA_ENV = "TORCHSPARSE_LITE_DATA"
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path | None:
+    """The data folder holding the real scans (``semantickitti/``, ``nuscenes/``, ``kitti/``).
+
+    Args:
+        root: the folder; default ``$TORCHSPARSE_LITE_DATA``.
+
+    Returns:
+        The folder, or None when neither is set (no real scans then). A folder
+        named by the variable is returned even when absent (its scans are then
+        skipped like any missing file).
+
+    Raises:
+        ValueError: when ``root`` is given but is not a folder.
+    """
+    if root is not None:
+        path = Path(root)
+        if not path.is_dir():
+            raise ValueError(f"root: data folder {path} does not exist; point it at the folder holding the scans")
+        return path
+    env = os.environ.get(DATA_ENV)
+    return Path(env) if env else None
 
 
 def voxelize(points: np.ndarray | torch.Tensor, voxel_size: float, batch: int = 0) -> torch.Tensor:
@@ -79,15 +98,28 @@ def load_points(path: Path, floats_per_point: int = 4) -> np.ndarray:
     return raw.reshape(-1, floats_per_point)
 
 
-def real_workloads(names: list[str] | None = None, root: Path | None = None) -> list[Workload]:
-    """The real scans present under ``root`` (absent files are skipped silently)."""
-    root = data_root() if root is None else root
+def real_workloads(names: list[str] | None = None, root: str | os.PathLike | None = None) -> list[Workload]:
+    """The real scans ``names`` (default all of :data:`REAL_SCANS`) present under the data folder.
+
+    Args:
+        names: keys of :data:`REAL_SCANS`.
+        root: the data folder (see :func:`data_root`; default ``$TORCHSPARSE_LITE_DATA``).
+
+    Returns:
+        One workload per scan found; scans absent from the folder, or all of
+        them when no folder is set, are skipped (compare the names to see which).
+    """
+    wanted = list(REAL_SCANS) if names is None else list(names)
+    unknown = [n for n in wanted if n not in REAL_SCANS]
+    if unknown:
+        raise ValueError(f"unknown real workload(s) {unknown}; choose from {sorted(REAL_SCANS)}")
+    folder = data_root(root)
+    if folder is None:
+        return []
     out = []
-    for name in list(REAL_SCANS) if names is None else names:
-        if name not in REAL_SCANS:
-            raise ValueError(f"unknown real workload {name!r}; choose from {sorted(REAL_SCANS)}")
+    for name in wanted:
         rel, width, vs = REAL_SCANS[name]
-        path = root / rel
+        path = folder / rel
         if path.exists():
             pts = load_points(path, width)
             out.append(Workload(name, voxelize(pts, vs), "real", vs, int(pts.shape[0])))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -91,76 +92,17 @@ def train_detector(
     """
     if not samples:
         raise ValueError("samples is empty: pass at least one training scene")
+    for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("bn_batches", bn_batches, 0)):
+        if value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}")
+    if time_budget is not None and not time_budget >= 0:
+        raise ValueError(f"time_budget must be >= 0 seconds or None, got {time_budget}")
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    state = {"epoch": 0, "step": 0, "history": [], "elapsed": 0.0, "cpu": 0.0}
-    if resume and checkpoint is not None and Path(checkpoint).is_file():
-        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        if ckpt.get("optimizer") is not None:
-            opt.load_state_dict(ckpt["optimizer"])
-        state = {k: ckpt.get(k, v) for k, v in state.items()}
-    steps_per_epoch = math.ceil(len(samples) / batch_size)
-    total = epochs * steps_per_epoch
-    cache: dict[int, object] = {}
-    device = next(model.parameters()).device
-    stopped = "epochs"
-    start = time.perf_counter() - state["elapsed"]
-    cpu_start = time.process_time() - state["cpu"]
-    model.train()
-    bar = tqdm(total=total, initial=state["step"], desc="train", disable=not progress)
-    for epoch in range(state["epoch"], epochs):
-        rng = np.random.default_rng([seed, epoch])
-        order = rng.permutation(len(samples))
-        for b0 in range(0, len(order), batch_size):
-            elapsed = time.perf_counter() - start
-            if time_budget is not None and elapsed >= time_budget:
-                stopped = "time_budget"
-                break
-            frac = state["step"] / total
-            if time_budget is not None:
-                frac = max(frac, elapsed / time_budget)
-            for group in opt.param_groups:
-                group["lr"] = lr * lr_factor(frac)
-            idx = [int(i) for i in order[b0 : b0 + batch_size]]
-            batch = [augment_sample(samples[i], augment, rng) if augment else samples[i] for i in idx]
-            boxes = [torch.from_numpy(s.boxes).float() for s in batch]
-            labels = [torch.from_numpy(s.labels).long() for s in batch]
-            if augment is None and batch_size == 1:
-                if idx[0] not in cache:
-                    cache[idx[0]] = model.voxelize([torch.from_numpy(batch[0].points)])
-                scans = cache[idx[0]]
-            else:
-                scans = [torch.from_numpy(s.points).to(device) for s in batch]
-            loss, parts = model.loss(scans, boxes, labels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-            opt.step()
-            state["step"] += 1
-            rec = {
-                "step": state["step"],
-                "epoch": epoch,
-                "total": float(loss.detach()),
-                **parts,
-                "lr": opt.param_groups[0]["lr"],
-            }
-            state["history"].append(rec)
-            bar.update(1)
-            bar.set_postfix(loss=f"{rec['total']:.3f}", hm=f"{parts['heatmap']:.3f}")
-        else:
-            state["epoch"] = epoch + 1
-        state["elapsed"] = time.perf_counter() - start
-        state["cpu"] = time.process_time() - cpu_start
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, model, opt, state)
-        if stopped == "time_budget":
-            break
-    bar.close()
+    state = _start_state(model, opt, checkpoint if resume else None)
+    loop = _TrainLoop(model, opt, samples, epochs, batch_size, lr, augment, seed, time_budget, state)
+    stopped = loop.run(checkpoint, progress)
     if bn_batches:
-        rng = np.random.default_rng([seed, 7919])
-        picks = rng.permutation(len(samples))[:bn_batches]
-        scans = [cache[int(i)] if int(i) in cache else [torch.from_numpy(samples[int(i)].points)] for i in picks]
-        precise_bn(model, scans)
+        precise_bn(model, _bn_scans(samples, loop.cache, seed, bn_batches))
         if checkpoint is not None:
             save_checkpoint(checkpoint, model, opt, state)
     model.eval()
@@ -172,6 +114,108 @@ def train_detector(
         "train_cpu_seconds": state["cpu"],
         "stopped_by": stopped,
     }
+
+
+def _start_state(model: CenterPointDetector, opt: torch.optim.Optimizer, checkpoint: str | Path | None) -> dict:
+    """Loop state ``{epoch, step, history, elapsed, cpu}``: fresh, or restored (with weights) from ``checkpoint``."""
+    state = {"epoch": 0, "step": 0, "history": [], "elapsed": 0.0, "cpu": 0.0}
+    if checkpoint is None or not Path(checkpoint).is_file():
+        return state
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model.load_state_dict(ckpt["model"])
+    if ckpt.get("optimizer") is not None:
+        opt.load_state_dict(ckpt["optimizer"])
+    return {k: ckpt.get(k, v) for k, v in state.items()}
+
+
+def _bn_scans(samples: Sequence[DetectionSample], cache: dict, seed: int, count: int) -> list:
+    """``count`` seeded scenes for :func:`precise_bn`: cached voxels where training made them, else points."""
+    picks = np.random.default_rng([seed, 7919]).permutation(len(samples))[:count]
+    return [cache[int(i)] if int(i) in cache else [torch.from_numpy(samples[int(i)].points)] for i in picks]
+
+
+@dataclass
+class _TrainLoop:
+    """The epochs of :func:`train_detector`: shuffling, LR schedule, steps, time budget, checkpoints."""
+
+    model: CenterPointDetector
+    opt: torch.optim.Optimizer
+    samples: Sequence[DetectionSample]
+    epochs: int
+    batch_size: int
+    lr: float
+    augment: Callable | None
+    seed: int
+    time_budget: float | None
+    state: dict
+    cache: dict[int, object] = field(default_factory=dict)
+    total: int = field(init=False, default=0)
+    start: float = field(init=False, default=0.0)
+    bar: tqdm | None = field(init=False, default=None)
+
+    def run(self, checkpoint: str | Path | None, progress: bool) -> str:
+        """Train the remaining epochs; returns what stopped training: ``"epochs"`` or ``"time_budget"``."""
+        state = self.state
+        self.total = self.epochs * math.ceil(len(self.samples) / self.batch_size)
+        self.start = time.perf_counter() - state["elapsed"]
+        cpu_start = time.process_time() - state["cpu"]
+        self.model.train()
+        self.bar = tqdm(total=self.total, initial=state["step"], desc="train", disable=not progress)
+        stopped = "epochs"
+        for epoch in range(state["epoch"], self.epochs):
+            finished = self.run_epoch(epoch)
+            state["elapsed"] = time.perf_counter() - self.start
+            state["cpu"] = time.process_time() - cpu_start
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, self.model, self.opt, state)
+            if not finished:
+                stopped = "time_budget"
+                break
+        self.bar.close()
+        return stopped
+
+    def run_epoch(self, epoch: int) -> bool:
+        """One shuffled pass; False when the time budget ran out first (the epoch then stays unfinished)."""
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self.samples))
+        for b0 in range(0, len(order), self.batch_size):
+            elapsed = time.perf_counter() - self.start
+            if self.time_budget is not None and elapsed >= self.time_budget:
+                return False
+            frac = self.state["step"] / self.total
+            if self.time_budget is not None:
+                frac = max(frac, elapsed / self.time_budget)
+            for group in self.opt.param_groups:
+                group["lr"] = self.lr * lr_factor(frac)
+            self.step(epoch, [int(i) for i in order[b0 : b0 + self.batch_size]], rng)
+        self.state["epoch"] = epoch + 1
+        return True
+
+    def step(self, epoch: int, idx: list[int], rng: np.random.Generator) -> None:
+        """One optimizer step on the scenes ``idx`` (augmented with ``rng``), logged to the history."""
+        batch = [augment_sample(self.samples[i], self.augment, rng) if self.augment else self.samples[i] for i in idx]
+        boxes = [torch.from_numpy(s.boxes).float() for s in batch]
+        labels = [torch.from_numpy(s.labels).long() for s in batch]
+        loss, parts = self.model.loss(self.inputs(idx, batch), boxes, labels)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 10.0)
+        self.opt.step()
+        self.state["step"] += 1
+        rec = {"step": self.state["step"], "epoch": epoch, "total": float(loss.detach()), **parts,
+               "lr": self.opt.param_groups[0]["lr"]}  # fmt: skip
+        self.state["history"].append(rec)
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{rec['total']:.3f}", hm=f"{parts['heatmap']:.3f}")
+
+    def inputs(self, idx: list[int], batch: list[DetectionSample]) -> object:
+        """The model input: cached voxels of an unaugmented single scene, else the points on the model's device."""
+        if self.augment is None and self.batch_size == 1:
+            if idx[0] not in self.cache:
+                self.cache[idx[0]] = self.model.voxelize([torch.from_numpy(batch[0].points)])
+            return self.cache[idx[0]]
+        device = next(self.model.parameters()).device
+        return [torch.from_numpy(s.points).to(device) for s in batch]
 
 
 @torch.no_grad()

@@ -1,107 +1,68 @@
-"""The full pruning run behind the CLI and the benchmark: analyse, prune, fine-tune, measure, report."""
+"""The full pruning run behind the CLI and the benchmark: analyse, prune, fine-tune, measure, report.
+
+:func:`run_pipeline` runs these stages in order, each filling its part of the report:
+baseline (+ Network Slimming) -> sensitivity scan -> channel pruning by schedule ->
+N:M masks and fine-tuning -> measurement -> files.
+"""
 
 from __future__ import annotations
 
 import copy
-import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .graph import build_dependency_graph
-from .importance import bn_l1_penalty, get_criterion
+from .checkpoint import load_checkpoint, save_pruned
+from .config import PruneConfig
+from .graph import DependencyGraph, build_dependency_graph
+from .importance import Importance, Scores, bn_l1_penalty, get_criterion
 from .masks import apply_nm_sparsity, is_nm_sparse, prunable_weights, remove_masks, sparsity
 from .netadapt import netadapt_search
 from .permute import permute_for_nm
 from .report import compare_latency, model_summary, plot_report, write_json
 from .schedule import iterative_prune, plot_sensitivity, ratios_for_drop, sensitivity_analysis
-from .select import select_channels
-from .surgery import channel_shapes, copy_model, mask_groups, prune_groups
+from .structured import masked_model, prune_model
+from .surgery import channel_shapes, copy_model
 from .task import Batch, finetune, miou, segmentation_loss
 
-SCHEDULES = ("oneshot", "iterative", "netadapt")
+__all__ = ["PruneConfig", "PruneRun", "run_pipeline"]
 
 
 @dataclass
-class PruneConfig:
-    """Options of a pruning run (the CLI's ``--config`` JSON holds any of these keys).
+class PruneRun:
+    """What the stages of one run share: options, data, metric, output folder."""
 
-    criterion: l1 l2 bn fpgm taylor apoz fisher random; ratio / mode / normalize /
-    max_ratio / round_to: channel selection (:func:`~.select.select_channels`);
-    ignore: modules whose output channels stay; schedule: oneshot, iterative
-    (``steps`` cubic steps, ``rewind`` = lottery-ticket rewinding to the
-    unpruned weights, or to a checkpoint path such as an early-training one)
-    or netadapt (``netadapt_target``: fraction of the measured CPU time,
-    ``netadapt_step``, ``netadapt_iters``); sensitivity: scan each group at
-    ``sensitivity_ratios``, and with ``max_drop`` use the derived per-layer
-    ratios; finetune_steps / lr: fine-tune after pruning (split over the
-    iterative steps); nm: ``{"n": 2, "m": 4, "permute": true}`` adds N:M masks
-    after channel pruning (kept through fine-tuning, then baked);
-    slimming_steps / bn_penalty: train with an L1 penalty on BN gammas before
-    scoring (Network Slimming); latency_repeats; importance_batches: batches
-    fed to data-driven criteria.
-    """
+    cfg: PruneConfig
+    train: list[Batch]
+    val: list[Batch]
+    num_classes: int
+    out_dir: Path
+    latency_inputs: dict[str, object]
+    progress: bool = True
 
-    criterion: str = "l1"
-    ratio: float = 0.5
-    mode: str = "global"
-    ignore: list[str] = field(default_factory=lambda: ["stem.0.conv"])
-    normalize: str = "mean"
-    max_ratio: float = 0.9
-    round_to: int = 1
-    schedule: str = "oneshot"
-    steps: int = 3
-    rewind: bool | str = False
-    sensitivity: bool = False
-    sensitivity_ratios: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
-    max_drop: float | None = None
-    netadapt_target: float = 0.6
-    netadapt_step: float = 0.25
-    netadapt_iters: int = 10
-    finetune_steps: int = 50
-    lr: float = 0.005
-    nm: dict | None = None
-    latency_repeats: int = 3
-    bn_penalty: float = 0.0
-    slimming_steps: int = 0
-    importance_batches: int = 2
+    @property
+    def example(self) -> object:
+        """The first held-out input: traced for the graph and used for sizes and MACs."""
+        return self.val[0][0]
 
-    @classmethod
-    def from_dict(cls, d: dict) -> PruneConfig:
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known - {"data"})
-        if unknown:
-            raise ValueError(f"config: unknown key(s) {unknown}; valid keys: {sorted(known | {'data'})}")
-        cfg = cls(**{k: v for k, v in d.items() if k in known})
-        if cfg.schedule not in SCHEDULES:
-            raise ValueError(f"config schedule must be one of {SCHEDULES}, got {cfg.schedule!r}")
-        get_criterion(cfg.criterion)
-        return cfg
+    @property
+    def importance_batches(self) -> list[Batch]:
+        return self.train[: self.cfg.importance_batches]
 
+    @property
+    def select_kw(self) -> dict:
+        return {"normalize": self.cfg.normalize, "max_ratio": self.cfg.max_ratio, "round_to": self.cfg.round_to}
 
-def _latencies(models: dict[str, nn.Module], inputs: dict[str, object], repeats: int) -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    for label, x in inputs.items():
-        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-        for dev in devices:
-            moved = {k: copy_model(m).to(dev) for k, m in models.items()}
-            res = compare_latency(moved, x.to(dev), repeats)
-            for k, v in res.items():
-                out.setdefault(k, {})[f"{dev}_{label}"] = v
-    return out
+    def evaluate(self, model: nn.Module) -> float:
+        """Voxel mIoU (%) on the held-out batches."""
+        return miou(model, self.val, self.num_classes)
 
-
-def _rewind_state(model: nn.Module, rewind: bool | str) -> dict | None:
-    """Weights to rewind to: none, the unpruned model's (True), or a checkpoint's (early-training path)."""
-    if not rewind:
-        return None
-    if isinstance(rewind, str):
-        from .cmd import load_checkpoint  # noqa: PLC0415 - cmd imports this module
-
-        return load_checkpoint(rewind).state_dict()
-    return copy.deepcopy(model.state_dict())
+    def tune(self, model: nn.Module, steps: int, desc: str = "fine-tune", penalty: float = 0.0) -> list[float]:
+        """Fine-tune in place on the training batches (with an L1 penalty on BN gammas when ``penalty`` > 0)."""
+        extra = (lambda mm: bn_l1_penalty(mm, penalty)) if penalty > 0 else None
+        return finetune(model, self.train, steps, lr=self.cfg.lr, progress=self.progress, desc=desc, extra_loss=extra)
 
 
 def run_pipeline(
@@ -118,86 +79,176 @@ def run_pipeline(
     """Prune ``model`` as ``cfg`` says and write ``report.json`` + PNGs into ``out_dir``.
 
     Args:
-        train: batches for data-driven criteria and fine-tuning.
-        val: held-out batches for the metric (voxel mIoU, %).
+        model: the network (not modified; a copy is pruned).
+        cfg: the run's options.
+        train: batches ``(SparseTensor [M, C], labels [M])`` for data-driven criteria and fine-tuning.
+        val: held-out batches for the metric (voxel mIoU, %); the first input is traced.
+        num_classes: classes of the labels.
         latency_inputs: name -> SparseTensor timed for both models (default: the first val input).
         save_model: also write ``pruned.pt`` (state dict + channel shapes + config).
 
     Returns:
-        The report dict (also written to ``out_dir/report.json``).
+        The report dict (also written to ``out_dir/report.json``) plus ``"model"``: the pruned network.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if not isinstance(cfg, PruneConfig):
+        raise TypeError(f"cfg must be a PruneConfig, got {type(cfg).__name__}")
+    if not val or not train:
+        raise ValueError(f"train and val need at least one batch each, got {len(train)} and {len(val)}")
+    run = PruneRun(cfg, train, val, num_classes, Path(out_dir), latency_inputs or {"val": val[0][0]}, progress)
+    run.out_dir.mkdir(parents=True, exist_ok=True)
     model = copy_model(model).eval()
-    example = val[0][0]
-    evaluate = functools.partial(miou, batches=val, num_classes=num_classes)
-    def tune(m: nn.Module, steps: int, desc: str = "fine-tune", penalty: float = 0.0) -> list[float]:
-        extra = (lambda mm: bn_l1_penalty(mm, penalty)) if penalty > 0 else None
-        return finetune(m, train, steps, lr=cfg.lr, progress=progress, desc=desc, extra_loss=extra)
-
-    imp_batches = train[: cfg.importance_batches]
-    sel_kw = {"normalize": cfg.normalize, "max_ratio": cfg.max_ratio, "round_to": cfg.round_to}
-    report: dict = {"config": cfg.__dict__.copy(), "before": {"metric": evaluate(model)}}
-    report["before"].update(model_summary(model, example))
-    if cfg.slimming_steps:  # Network Slimming: train with an L1 penalty on BN gammas first
-        report["slimming_losses"] = tune(model, cfg.slimming_steps, "slimming", cfg.bn_penalty or 1e-4)
-        report["after_slimming"] = {"metric": evaluate(model)}
-    graph = build_dependency_graph(model, example, cfg.ignore)
+    report: dict = {"config": cfg.__dict__.copy()}
+    _baseline(run, model, report)
+    graph = build_dependency_graph(model, run.example, cfg.ignore)
     crit = get_criterion(cfg.criterion)
-    ratio: float | dict = cfg.ratio
-    mode = cfg.mode
-    if cfg.sensitivity:
-        scores = crit(model, graph, imp_batches, segmentation_loss)
-        sens = sensitivity_analysis(model, graph, scores, evaluate, cfg.sensitivity_ratios, progress)
-        plot_sensitivity(sens, str(out_dir / "sensitivity.png"))
-        report["sensitivity"] = sens
-        if cfg.max_drop is not None:
-            ratio, mode = ratios_for_drop(sens, cfg.max_drop), "local"
-            report["derived_ratios"] = ratio
-    if cfg.schedule == "netadapt":
-        lat_x = next(iter((latency_inputs or {"val": example}).values()))
-        lat_fn = lambda m: compare_latency({"m": m}, lat_x, cfg.latency_repeats)["m"]["median_cpu_ms"]  # noqa: E731
-        pruned, hist = netadapt_search(
-            model, example, lat_fn, evaluate, cfg.netadapt_target, step_fraction=cfg.netadapt_step,
-            criterion=crit, ignore=cfg.ignore, max_iters=cfg.netadapt_iters, progress=progress,
-        )  # fmt: skip
-        report["netadapt"] = hist
-    elif cfg.schedule == "iterative":
-        per_step = max(1, cfg.finetune_steps // max(cfg.steps, 1))
-        res = iterative_prune(
-            model, example, float(cfg.ratio), cfg.steps, criterion=crit, ignore=cfg.ignore,
-            finetune=lambda m: tune(m, per_step, desc="fine-tune step"), evaluate=evaluate,
-            batches=imp_batches, loss_fn=segmentation_loss,
-            rewind_state=_rewind_state(model, cfg.rewind), progress=progress, **sel_kw,
-        )  # fmt: skip
-        pruned, report["iterative"] = res.model, res.history
+    scores = _sensitivity(run, model, graph, crit, report)
+    pruned = _prune(run, model, graph, crit, scores, report)
+    report["pruned_no_finetune"] = {"metric": run.evaluate(pruned)}
+    pruned = _nm_and_finetune(run, pruned, report)
+    _measure(run, model, pruned, report)
+    _write(run, model, pruned, report, save_model)
+    report["model"] = pruned
+    return report
+
+
+def _baseline(run: PruneRun, model: nn.Module, report: dict) -> None:
+    """Metric, size and MACs before pruning; then Network Slimming (in place) when asked for."""
+    cfg = run.cfg
+    report["before"] = {"metric": run.evaluate(model)}
+    report["before"].update(model_summary(model, run.example))
+    if cfg.slimming_steps:  # Network Slimming: train with an L1 penalty on BN gammas first
+        report["slimming_losses"] = run.tune(model, cfg.slimming_steps, "slimming", cfg.bn_penalty or 1e-4)
+        report["after_slimming"] = {"metric": run.evaluate(model)}
+
+
+def _sensitivity(
+    run: PruneRun, model: nn.Module, graph: DependencyGraph, crit: Importance, report: dict
+) -> Scores | None:
+    """The per-group sensitivity scan (with ``max_drop``: the derived ratios); returns the scores it used."""
+    cfg = run.cfg
+    if not cfg.sensitivity:
+        return None
+    scores = crit(model, graph, run.importance_batches, segmentation_loss)
+    sens = sensitivity_analysis(model, graph, scores, run.evaluate, cfg.sensitivity_ratios, run.progress)
+    plot_sensitivity(sens, str(run.out_dir / "sensitivity.png"))
+    report["sensitivity"] = sens
+    if cfg.max_drop is not None:
+        report["derived_ratios"] = ratios_for_drop(sens, cfg.max_drop)
+    return scores
+
+
+def _prune(
+    run: PruneRun, model: nn.Module, graph: DependencyGraph, crit: Importance, scores: Scores | None, report: dict
+) -> nn.Module:
+    """Remove channels by the configured schedule; records ``kept_channels`` per group."""
+    ratio: float | dict = report.get("derived_ratios", float(run.cfg.ratio))
+    if run.cfg.schedule == "oneshot":
+        return _prune_oneshot(run, model, graph, crit, scores, ratio, report)
+    if run.cfg.schedule == "iterative":
+        pruned = _prune_iterative(run, model, crit, ratio, report)
     else:
-        scores = crit(model, graph, imp_batches, segmentation_loss)
-        remove = select_channels(scores, graph, ratio, mode=mode, **sel_kw)  # type: ignore[arg-type]
-        pruned = prune_groups(model, graph, remove).model
-        with torch.no_grad():
-            diff = (pruned(example) - mask_groups(model, graph, remove)(example)).abs().max()
-        report["pruned_vs_masked_max_abs_diff"] = float(diff)
-        report["kept_channels"] = {g.name: [g.size, g.size - len(remove.get(g.gid, ()))] for g in graph.groups}
-    if "kept_channels" not in report:
-        after = {g.name: g.size for g in build_dependency_graph(pruned, example, cfg.ignore).groups}
-        report["kept_channels"] = {g.name: [g.size, after.get(g.name, g.size)] for g in graph.groups}
-    report["pruned_no_finetune"] = {"metric": evaluate(pruned)}
-    if cfg.nm:
-        n, m = int(cfg.nm.get("n", 2)), int(cfg.nm.get("m", 4))
+        pruned = _prune_netadapt(run, model, crit, report)
+    after = {g.name: g.size for g in build_dependency_graph(pruned, run.example, run.cfg.ignore).groups}
+    report["kept_channels"] = {g.name: [g.size, after.get(g.name, g.size)] for g in graph.groups}
+    return pruned
+
+
+def _prune_oneshot(
+    run: PruneRun,
+    model: nn.Module,
+    graph: DependencyGraph,
+    crit: Importance,
+    scores: Scores | None,
+    ratio: float | dict,
+    report: dict,
+) -> nn.Module:
+    """One :func:`~.structured.prune_model` call (per-group ratios select locally); checked against masking."""
+    mode = "local" if isinstance(ratio, dict) else run.cfg.mode
+    res, plan = prune_model(
+        model, run.example, crit, ratio, mode=mode, batches=run.importance_batches, loss_fn=segmentation_loss,
+        graph=graph, scores=scores, **run.select_kw,
+    )  # fmt: skip
+    with torch.no_grad():
+        diff = (res.model(run.example) - masked_model(model, plan)(run.example)).abs().max()
+    report["pruned_vs_masked_max_abs_diff"] = float(diff)
+    report["kept_channels"] = plan.kept_channels()
+    return res.model
+
+
+def _prune_iterative(run: PruneRun, model: nn.Module, crit: Importance, ratio: float | dict, report: dict) -> nn.Module:
+    """Cubic schedule over ``steps`` prune + fine-tune rounds (per-group ratios follow one schedule each)."""
+    cfg = run.cfg
+    per_step = max(1, cfg.finetune_steps // max(cfg.steps, 1))
+    res = iterative_prune(
+        model, run.example, ratio, cfg.steps, criterion=crit, ignore=cfg.ignore,
+        finetune=lambda m: run.tune(m, per_step, desc="fine-tune step"), evaluate=run.evaluate,
+        batches=run.importance_batches, loss_fn=segmentation_loss,
+        rewind_state=_rewind_state(model, cfg.rewind), progress=run.progress, **run.select_kw,
+    )  # fmt: skip
+    report["iterative"] = res.history
+    return res.model
+
+
+def _prune_netadapt(run: PruneRun, model: nn.Module, crit: Importance, report: dict) -> nn.Module:
+    """NetAdapt search down to ``netadapt_target`` of the measured CPU time on the first latency input."""
+    cfg = run.cfg
+    lat_x = next(iter(run.latency_inputs.values()))
+
+    def latency(m: nn.Module) -> float:
+        return compare_latency({"m": m}, lat_x, cfg.latency_repeats)["m"]["median_cpu_ms"]
+
+    pruned, report["netadapt"] = netadapt_search(
+        model, run.example, latency, run.evaluate, cfg.netadapt_target, step_fraction=cfg.netadapt_step,
+        criterion=crit, ignore=cfg.ignore, max_iters=cfg.netadapt_iters, progress=run.progress,
+    )  # fmt: skip
+    return pruned
+
+
+def _rewind_state(model: nn.Module, rewind: bool | str) -> dict | None:
+    """Weights to rewind to: none, the unpruned model's (True), or a checkpoint's (early-training path)."""
+    if not rewind:
+        return None
+    if isinstance(rewind, str):
+        return load_checkpoint(rewind).state_dict()
+    return copy.deepcopy(model.state_dict())
+
+
+def _nm_and_finetune(run: PruneRun, pruned: nn.Module, report: dict) -> nn.Module:
+    """N:M masks (optionally after a channel permutation), fine-tuning with the masks held, then baked."""
+    cfg = run.cfg
+    nm = cfg.nm_pattern
+    if nm is not None:
+        n, m = nm
         if cfg.nm.get("permute", True):
-            pruned, report["nm_permutation"] = permute_for_nm(pruned, build_dependency_graph(pruned, example), n, m)
+            pruned, report["nm_permutation"] = permute_for_nm(pruned, build_dependency_graph(pruned, run.example), n, m)
         apply_nm_sparsity(pruned, n, m)
     if cfg.schedule != "iterative" and cfg.finetune_steps:
-        report["finetune_losses"] = tune(pruned, cfg.finetune_steps)
-    if cfg.nm:
+        report["finetune_losses"] = run.tune(pruned, cfg.finetune_steps)
+    if nm is not None:
         masked = [mod for _, mod in prunable_weights(pruned) if hasattr(mod, "weight_mask")]
         masked_ok = all(is_nm_sparse(mod, n, m) for mod in masked)
         remove_masks(pruned)
         report["nm_result"] = {"n": n, "m": m, "pattern_holds_after_finetune": masked_ok, "sparsity": sparsity(pruned)}
-    report["after"] = {"metric": evaluate(pruned)}
-    report["after"].update(model_summary(pruned, example))
-    lat = _latencies({"before": model, "after": pruned}, latency_inputs or {"val": example}, cfg.latency_repeats)
+    return pruned
+
+
+def _latencies(models: dict[str, nn.Module], inputs: dict[str, object], repeats: int) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for label, x in inputs.items():
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        for dev in devices:
+            moved = {k: copy_model(m).to(dev) for k, m in models.items()}
+            res = compare_latency(moved, x.to(dev), repeats)
+            for k, v in res.items():
+                out.setdefault(k, {})[f"{dev}_{label}"] = v
+    return out
+
+
+def _measure(run: PruneRun, model: nn.Module, pruned: nn.Module, report: dict) -> None:
+    """Metric, size and MACs after pruning; latency of both models interleaved on every latency input."""
+    report["after"] = {"metric": run.evaluate(pruned)}
+    report["after"].update(model_summary(pruned, run.example))
+    lat = _latencies({"before": model, "after": pruned}, run.latency_inputs, run.cfg.latency_repeats)
     report["latency"] = lat
     for k in ("before", "after"):
         for key, v in lat[k].items():
@@ -209,13 +260,12 @@ def run_pipeline(
         key: lat["after"][key]["median_cpu_ms"] / lat["before"][key]["median_cpu_ms"] for key in lat["after"]
     }
     report["metric_drop"] = report["before"]["metric"] - report["after"]["metric"]
+
+
+def _write(run: PruneRun, model: nn.Module, pruned: nn.Module, report: dict, save_model: bool) -> None:
+    """``pruned.pt`` (when ``save_model``), ``report.json`` and ``report.png`` under the output folder."""
     report["channel_shapes"] = channel_shapes(pruned)
-    ckpt = {"state_dict": pruned.state_dict(), "channel_shapes": channel_shapes(pruned)}
-    if hasattr(model, "config"):
-        ckpt["config"] = model.config()
     if save_model:
-        torch.save(ckpt, out_dir / "pruned.pt")
-    write_json(out_dir / "report.json", report)
-    plot_report(report, out_dir / "report.png")
-    report["model"] = pruned
-    return report
+        save_pruned(run.out_dir / "pruned.pt", pruned, model)
+    write_json(run.out_dir / "report.json", report)
+    plot_report(report, run.out_dir / "report.png")

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from .graph import DependencyGraph, build_dependency_graph
 from .importance import Batches, Importance, LossFn, Scores, get_criterion
-from .select import select_channels
+from .select import group_ratio, select_channels
 from .surgery import copy_model, mask_groups, prune_groups
 
 Evaluate = Callable[[nn.Module], float]
@@ -150,7 +150,7 @@ class IterativeResult:
 def iterative_prune(
     model: nn.Module,
     example_input: object,
-    final_ratio: float,
+    final_ratio: float | dict[str, float],
     steps: int,
     *,
     criterion: str | Importance = "l1",
@@ -165,38 +165,84 @@ def iterative_prune(
 ) -> IterativeResult:
     """Prune -> fine-tune -> prune ... following :func:`cubic_sparsity` up to ``final_ratio`` of the channels.
 
-    ``steps=1`` is one-shot pruning. At step ``t`` the global selection removes
-    enough channels that ``cubic_sparsity(t, steps, final_ratio)`` of the
-    original prunable channels are gone. With ``rewind_state`` (a state dict of
-    the unpruned model) the kept weights are rewound after every step before
-    fine-tuning (lottery-ticket rewinding). The input ``model`` is not modified.
+    ``steps=1`` is one-shot pruning. With a float ``final_ratio`` the global
+    selection at step ``t`` removes enough channels that
+    ``cubic_sparsity(t, steps, final_ratio)`` of the original prunable channels
+    are gone. With a dict ``{group name: ratio}`` (``"default"`` for the
+    groups it does not name, else 0; e.g. :func:`ratios_for_drop`) every group
+    follows its own cubic schedule up to its ratio of its original channels
+    (local selection). With ``rewind_state`` (a state dict of the unpruned
+    model) the kept weights are rewound after every step before fine-tuning
+    (lottery-ticket rewinding). The input ``model`` is not modified.
     """
-    if not 0.0 <= final_ratio < 1.0:
-        raise ValueError(f"final_ratio must be in [0, 1), got {final_ratio!r}")
+    _check_final_ratio(final_ratio)
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
     ignore = tuple(ignore)
     crit = get_criterion(criterion)
     model = copy_model(model)
-    total0 = build_dependency_graph(model, example_input, ignore).total_channels
+    graph0 = build_dependency_graph(model, example_input, ignore)
+    total0 = graph0.total_channels
+    sizes0 = {g.name: g.size for g in graph0.groups}
     origin: dict = {}
     history = []
     for t in tqdm(range(1, steps + 1), desc="iterative prune", disable=not progress):
         graph = build_dependency_graph(model, example_input, ignore)
-        current = graph.total_channels
-        want = round(cubic_sparsity(t, steps, final_ratio) * total0) - (total0 - current)
-        if want > 0:
+        if isinstance(final_ratio, dict):
+            wanted: int | dict = _group_targets(graph, sizes0, final_ratio, t, steps)
+        else:
+            wanted = max(0, round(cubic_sparsity(t, steps, final_ratio) * total0) - (total0 - graph.total_channels))
+        if wanted:
             scores = crit(model, graph, batches, loss_fn)
-            scored = sum(graph.group(gid).size for gid in scores)
-            remove = select_channels(scores, graph, min(want / max(scored, 1), 0.99), mode="global", **select_kw)
-            res = prune_groups(model, graph, remove)
+            res = prune_groups(model, graph, _step_selection(scores, graph, wanted, select_kw))
             model = res.model
             origin = compose_origin(origin, res.kept)
             if rewind_state is not None:
                 rewind_weights(model, rewind_state, origin)
         if finetune is not None:
             finetune(model)
-        entry = {"step": t, "target": cubic_sparsity(t, steps, final_ratio)}
+        entry = {"step": t, "target": _target(graph0, final_ratio, t, steps)}
         entry["removed"] = 1.0 - build_dependency_graph(model, example_input, ignore).total_channels / total0
         if evaluate is not None:
             entry["metric"] = float(evaluate(model))
         history.append(entry)
     return IterativeResult(model, history, origin)
+
+
+def _check_final_ratio(final_ratio: float | dict[str, float]) -> None:
+    values = final_ratio.values() if isinstance(final_ratio, dict) else [final_ratio]
+    for r in values:
+        if isinstance(r, bool) or not isinstance(r, int | float) or not 0.0 <= r < 1.0:
+            raise ValueError(f"final_ratio must be in [0, 1) (per group when a dict), got {final_ratio!r}")
+
+
+def _group_targets(graph: DependencyGraph, sizes0: dict[str, int], final: dict[str, float], t: int, steps: int) -> dict:
+    """``{group name: fraction of its current channels to remove at step t}`` for the groups behind schedule.
+
+    A group of ``s0`` original channels and final ratio ``r`` should have lost
+    ``round(cubic_sparsity(t, steps, r) * s0)`` of them by step ``t``.
+    """
+    out = {}
+    for g in graph.groups:
+        s0 = sizes0.get(g.name, g.size)
+        want = round(cubic_sparsity(t, steps, group_ratio(graph, g.gid, final)) * s0) - (s0 - g.size)
+        if want > 0:
+            out[g.name] = min(want / g.size, 0.99)
+    return out
+
+
+def _step_selection(scores: Scores, graph: DependencyGraph, wanted: int | dict, select_kw: dict) -> dict:
+    """Channels removed in one step: ``wanted`` channels ranked globally, or per-group fractions (local)."""
+    if isinstance(wanted, dict):
+        local_kw = {k: v for k, v in select_kw.items() if k in ("round_to", "min_keep")}
+        return select_channels(scores, graph, {**wanted, "default": 0.0}, mode="local", **local_kw)
+    scored = sum(graph.group(gid).size for gid in scores)
+    return select_channels(scores, graph, min(wanted / max(scored, 1), 0.99), mode="global", **select_kw)
+
+
+def _target(graph0: DependencyGraph, final_ratio: float | dict[str, float], t: int, steps: int) -> float:
+    """The schedule's removed fraction of all original prunable channels at step ``t``."""
+    if not isinstance(final_ratio, dict):
+        return cubic_sparsity(t, steps, final_ratio)
+    removed = sum(cubic_sparsity(t, steps, group_ratio(graph0, g.gid, final_ratio)) * g.size for g in graph0.groups)
+    return removed / max(graph0.total_channels, 1)

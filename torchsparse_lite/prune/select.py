@@ -20,7 +20,9 @@ def _normalise(s: torch.Tensor, how: str) -> torch.Tensor:
     return s / denom if float(denom) > 0 else s
 
 
-def _ratio_for(graph: DependencyGraph, gid: int, ratio: float | dict, default: float) -> float:
+def group_ratio(graph: DependencyGraph, gid: int, ratio: float | dict, default: float = 0.0) -> float:
+    """The ratio of group ``gid``: ``ratio`` itself when a float, else the dict's entry for the group's id,
+    its name or one of its producers' names, else ``ratio["default"]``, else ``default``."""
     if not isinstance(ratio, dict):
         return float(ratio)
     g = graph.group(gid)
@@ -83,23 +85,44 @@ def select_channels(
         if gid not in known or s.shape != (known[gid].size,):
             raise ValueError(f"scores[{gid}] does not match a group of this graph (stale scores?)")
     if mode == "local":
-        out = {}
-        for gid, s in scores.items():
-            r = _ratio_for(graph, gid, ratio, 0.0)
-            _check_ratio(r, f"ratio for group {known[gid].name}")
-            n = _n_remove(known[gid].size, r, round_to, min_keep)
-            if n:
-                out[gid] = torch.argsort(s.double(), stable=True)[:n]
-        return out
+        return _select_local(scores, graph, ratio, round_to, min_keep)
     if isinstance(ratio, dict):
         raise TypeError("global mode takes one float ratio; use mode='local' for a per-layer dict")
     _check_ratio(float(ratio), "ratio")
     _check_ratio(float(max_ratio), "max_ratio")
-    total = sum(known[gid].size for gid in scores)
-    budget = math.floor(float(ratio) * total + 1e-9)
+    return _select_global(scores, graph, float(ratio), normalize, max_ratio, round_to, min_keep)
+
+
+def _select_local(
+    scores: Scores, graph: DependencyGraph, ratio: float | dict, round_to: int, min_keep: int
+) -> dict[int, torch.Tensor]:
+    """Each group loses its own ratio of its lowest scores."""
+    out = {}
+    for gid, s in scores.items():
+        g = graph.group(gid)
+        r = group_ratio(graph, gid, ratio, 0.0)
+        _check_ratio(r, f"ratio for group {g.name}")
+        n = _n_remove(g.size, r, round_to, min_keep)
+        if n:
+            out[gid] = torch.argsort(s.double(), stable=True)[:n]
+    return out
+
+
+def _select_global(
+    scores: Scores,
+    graph: DependencyGraph,
+    ratio: float,
+    normalize: str,
+    max_ratio: float,
+    round_to: int,
+    min_keep: int,
+) -> dict[int, torch.Tensor]:
+    """The lowest normalised scores across all groups, ``max_ratio`` of a group at most."""
+    sizes = {gid: graph.group(gid).size for gid in scores}
+    budget = math.floor(ratio * sum(sizes.values()) + 1e-9)
     flat = [(float(v), gid, i) for gid, s in scores.items() for i, v in enumerate(_normalise(s, normalize).tolist())]
     flat.sort()
-    caps = {gid: _n_remove(known[gid].size, max_ratio, 1, min_keep) for gid in scores}
+    caps = {gid: _n_remove(sizes[gid], max_ratio, 1, min_keep) for gid in scores}
     chosen: dict[int, list[int]] = {}
     taken = 0
     for _, gid, i in flat:
@@ -110,6 +133,6 @@ def select_channels(
             taken += 1
     if round_to > 1:  # give back channels so each group keeps a multiple of round_to
         for gid, idx in chosen.items():
-            n = _n_remove(known[gid].size, len(idx) / known[gid].size, round_to, min_keep)
+            n = _n_remove(sizes[gid], len(idx) / sizes[gid], round_to, min_keep)
             chosen[gid] = idx[:n]
     return {gid: torch.tensor(sorted(idx), dtype=torch.long) for gid, idx in chosen.items() if idx}

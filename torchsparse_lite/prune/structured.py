@@ -45,6 +45,7 @@ def plan_pruning(
     batches: Batches | None = None,
     loss_fn: LossFn | None = None,
     graph: DependencyGraph | None = None,
+    scores: Scores | None = None,
     **select_kw: object,
 ) -> ChannelPlan:
     """Trace ``model`` (unless ``graph`` is given), score its channel groups and choose what to remove.
@@ -56,9 +57,15 @@ def plan_pruning(
         ratio, mode, select_kw: see :func:`~.select.select_channels`.
         ignore: module names whose output channels stay (e.g. ``["stem.0.conv"]``).
         batches, loss_fn: data for data-driven criteria.
+        graph: the model's dependency graph when already traced.
+        scores: ``{gid: [group size]}`` already computed on ``graph`` by ``criterion``
+            (e.g. for a sensitivity scan); not recomputed.
     """
+    if scores is not None and graph is None:
+        raise ValueError("scores refer to a dependency graph: pass the graph they were computed on as well")
     graph = graph or build_dependency_graph(model, example_input, ignore)
-    scores = get_criterion(criterion)(model, graph, batches, loss_fn)
+    if scores is None:
+        scores = get_criterion(criterion)(model, graph, batches, loss_fn)
     remove = select_channels(scores, graph, ratio, mode=mode, **select_kw)  # type: ignore[arg-type]
     return ChannelPlan(graph, scores, remove)
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -114,98 +115,158 @@ def _epoch_line(epoch: int, epochs: int, loss: float, summary: dict | None) -> s
 def run_training(args: argparse.Namespace) -> dict[str, Any]:
     """Train (or resume), evaluate on held-out scans, write checkpoint, report.json and figures.
 
+    Stages: :func:`_setup` (data, model, optimizer, resumption), :func:`_run_epoch`
+    per epoch (train, score every ``eval_every``, checkpoint), :func:`_finish`
+    (report, ``model.pt``, figures).
+
     Returns the report dict (identical on every rank except ``rank``).
     """
     t_start = time.perf_counter()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     ctx = init_distributed(args.device)
-    progress = not args.no_progress and ctx.is_main
     out = Path(args.out)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
     try:
-        torch.manual_seed(args.seed)
-        np.random.seed(args.seed)
-        train_ds, val_ds, data = build_data(args)
-        pregenerate(train_ds, "generating/loading training scans", progress)
-        pregenerate(val_ds, "generating/loading held-out scans", progress, range(ctx.rank, len(val_ds), ctx.world_size))
-        counts = class_counts(train_ds)
-        t_data = time.perf_counter() - t_start
-
-        model = build_model(args.model, train_ds.in_channels, train_ds.num_classes, cr=args.cr).to(ctx.device)
-        weights = class_weights(counts, args.class_weights)
-        criterion = nn.CrossEntropyLoss(
-            weight=None if weights is None else weights.to(ctx.device), ignore_index=train_ds.ignore_index
-        )
-        if ctx.distributed:
-            model = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-        loader = train_loader(train_ds, args.batch_size, args.seed, ctx, args.workers)
-        total_steps = args.epochs * len(loader)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps))
-        history: dict[str, Any] = {"step_loss": [], "epochs": []}
-        start_epoch, step = 0, 0
-        resume = Path(out / "checkpoint_last.pt" if args.resume == "auto" else args.resume) if args.resume else None
-        if resume is not None:
-            ckpt = load_checkpoint(resume, map_location=ctx.device)
-            _check_resume(ckpt, model, data, resume)
-            unwrap(model).load_state_dict(ckpt["state_dict"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            start_epoch, step, history = int(ckpt["epoch"]), int(ckpt["step"]), ckpt["history"]
-            set_rng_state(ckpt["rng"])
-        v_loader = eval_loader(val_ds, args.batch_size, ctx, args.workers)
-        t_train = t_eval = 0.0
-        stop = args.epochs if args.stop_after is None else min(args.epochs, start_epoch + args.stop_after)
-        summary = kept = point_cm = None
-        epochs_bar = tqdm(range(start_epoch, stop), desc="epochs", disable=not progress, dynamic_ncols=True)
+        job = _setup(args, ctx, out, t_start)
+        stop = args.epochs if args.stop_after is None else min(args.epochs, job.start_epoch + args.stop_after)
+        scored = None
+        epochs_bar = tqdm(range(job.start_epoch, stop), desc="epochs", disable=not job.progress, dynamic_ncols=True)
         for epoch in epochs_bar:
-            loader.sampler.set_epoch(epoch)
-            train_ds.set_epoch(epoch)
-            t0 = time.perf_counter()
-            losses = train_one_epoch(model, loader, optimizer, scheduler, criterion, ctx,
-                                     desc=f"epoch {epoch + 1}/{args.epochs}", progress=progress)
-            average_buffers(model, ctx)
-            t_train += time.perf_counter() - t0
-            step += len(losses)
-            # mean loss of each step over ranks, so that every rank logs the same numbers
-            step_loss = all_reduce_sum(torch.tensor(losses, dtype=torch.float64), ctx) / ctx.world_size
-            history["step_loss"] += step_loss.tolist()
-            record: dict[str, Any] = {"epoch": epoch + 1, "step": step, "loss": float(step_loss.mean()),
-                                      "lr": optimizer.param_groups[0]["lr"]}
-            last = epoch + 1 == stop
-            if last or (epoch + 1) % args.eval_every == 0:
-                t0 = time.perf_counter()
-                point_cm, voxel_cm, kept = evaluate(unwrap(model), v_loader, val_ds.num_classes, ctx,
-                                                    ignore_index=val_ds.ignore_index, progress=progress, keep=1)
-                t_eval += time.perf_counter() - t0
-                summary = summarize(point_cm, val_ds.class_names)
-                record.update(val_miou=summary["miou"], val_accuracy=summary["accuracy"], val_iou=summary["iou"],
-                              val_voxel_miou=summarize(voxel_cm, val_ds.class_names)["miou"])
-            history["epochs"].append(record)
-            if ctx.is_main:
-                shown = summary if "val_miou" in record else None
-                tqdm.write(_epoch_line(epoch + 1, args.epochs, record["loss"], shown))
-                save_checkpoint(out / "checkpoint_last.pt", model, data, optimizer=optimizer.state_dict(),
-                                scheduler=scheduler.state_dict(), epoch=epoch + 1, step=step, history=history,
-                                rng=rng_state(), args=vars(args))
-            barrier(ctx)
-        if summary is None:  # nothing left to train (resumed a finished run): score the checkpoint
-            point_cm, _, kept = evaluate(unwrap(model), v_loader, val_ds.num_classes, ctx,
-                                         ignore_index=val_ds.ignore_index, progress=progress, keep=1)
-            summary = summarize(point_cm, val_ds.class_names)
-        digests = all_gather_objects(weights_digest(model), ctx)
-        report = _report(args, ctx, model, val_ds, data, history, summary, point_cm, counts,
-                         digests, {"data_s": t_data, "train_s": t_train, "eval_s": t_eval}, t_start)
-        if ctx.is_main:
-            save_checkpoint(out / "model.pt", model, data, epoch=report["epochs_done"],
-                            step=report["steps_done"], heldout=report.get("heldout"))
-            _write_outputs(out, report, history, summary, kept, val_ds, data)
-        barrier(ctx)
-        return report
+            scored = _run_epoch(job, epoch, stop) or scored
+        if scored is None:  # nothing left to train (resumed a finished run): score the checkpoint
+            scored = _score(job)
+        return _finish(job, scored, t_start)
     finally:
         shutdown(ctx)
+
+
+@dataclass
+class _Job:
+    """What the stages of one training run share."""
+
+    args: argparse.Namespace
+    ctx: DistContext
+    out: Path
+    progress: bool
+    train_ds: SegmentationDataset
+    val_ds: SegmentationDataset
+    data: dict
+    counts: torch.Tensor
+    model: nn.Module
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    loader: Any
+    scheduler: Any
+    v_loader: Any = None
+    history: dict[str, Any] = field(default_factory=lambda: {"step_loss": [], "epochs": []})
+    start_epoch: int = 0
+    step: int = 0
+    timing: dict[str, float] = field(default_factory=lambda: {"data_s": 0.0, "train_s": 0.0, "eval_s": 0.0})
+
+
+@dataclass
+class _Scored:
+    """Held-out scores: point and voxel confusion matrices, the point summary, kept predictions."""
+
+    point_cm: torch.Tensor
+    voxel_cm: torch.Tensor
+    kept: list[dict]
+    summary: dict
+
+
+def _setup(args: argparse.Namespace, ctx: DistContext, out: Path, t_start: float) -> _Job:
+    """Seeded data (generated once), model + loss + optimizer + loaders + LR schedule, then ``--resume``."""
+    progress = not args.no_progress and ctx.is_main
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    train_ds, val_ds, data = build_data(args)
+    pregenerate(train_ds, "generating/loading training scans", progress)
+    pregenerate(val_ds, "generating/loading held-out scans", progress, range(ctx.rank, len(val_ds), ctx.world_size))
+    counts = class_counts(train_ds)
+    t_data = time.perf_counter() - t_start
+    model = build_model(args.model, train_ds.in_channels, train_ds.num_classes, cr=args.cr).to(ctx.device)
+    weights = class_weights(counts, args.class_weights)
+    criterion = nn.CrossEntropyLoss(
+        weight=None if weights is None else weights.to(ctx.device), ignore_index=train_ds.ignore_index
+    )
+    if ctx.distributed:
+        model = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    loader = train_loader(train_ds, args.batch_size, args.seed, ctx, args.workers)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(args.epochs * len(loader)))
+    job = _Job(args, ctx, out, progress, train_ds, val_ds, data, counts, model, criterion, optimizer, loader, scheduler)
+    job.timing["data_s"] = t_data
+    if args.resume:
+        _resume(job, Path(out / "checkpoint_last.pt" if args.resume == "auto" else args.resume))
+    job.v_loader = eval_loader(val_ds, args.batch_size, ctx, args.workers)
+    return job
+
+
+def _resume(job: _Job, path: Path) -> None:
+    """Weights, optimizer, schedule, progress, history and RNG states from the checkpoint at ``path``."""
+    ckpt = load_checkpoint(path, map_location=job.ctx.device)
+    _check_resume(ckpt, job.model, job.data, path)
+    unwrap(job.model).load_state_dict(ckpt["state_dict"])
+    job.optimizer.load_state_dict(ckpt["optimizer"])
+    job.scheduler.load_state_dict(ckpt["scheduler"])
+    job.start_epoch, job.step, job.history = int(ckpt["epoch"]), int(ckpt["step"]), ckpt["history"]
+    set_rng_state(ckpt["rng"])
+
+
+def _run_epoch(job: _Job, epoch: int, stop: int) -> _Scored | None:
+    """Train one epoch, log it, score held-out scans when due, checkpoint; returns the scores when scored."""
+    args, ctx = job.args, job.ctx
+    job.loader.sampler.set_epoch(epoch)
+    job.train_ds.set_epoch(epoch)
+    t0 = time.perf_counter()
+    losses = train_one_epoch(job.model, job.loader, job.optimizer, job.scheduler, job.criterion, ctx,
+                             desc=f"epoch {epoch + 1}/{args.epochs}", progress=job.progress)
+    average_buffers(job.model, ctx)
+    job.timing["train_s"] += time.perf_counter() - t0
+    job.step += len(losses)
+    # mean loss of each step over ranks, so that every rank logs the same numbers
+    step_loss = all_reduce_sum(torch.tensor(losses, dtype=torch.float64), ctx) / ctx.world_size
+    job.history["step_loss"] += step_loss.tolist()
+    record: dict[str, Any] = {"epoch": epoch + 1, "step": job.step, "loss": float(step_loss.mean()),
+                              "lr": job.optimizer.param_groups[0]["lr"]}
+    scored = None
+    if epoch + 1 == stop or (epoch + 1) % args.eval_every == 0:
+        t0 = time.perf_counter()
+        scored = _score(job)
+        job.timing["eval_s"] += time.perf_counter() - t0
+        record.update(val_miou=scored.summary["miou"], val_accuracy=scored.summary["accuracy"],
+                      val_iou=scored.summary["iou"],
+                      val_voxel_miou=summarize(scored.voxel_cm, job.val_ds.class_names)["miou"])
+    job.history["epochs"].append(record)
+    if ctx.is_main:
+        tqdm.write(_epoch_line(epoch + 1, args.epochs, record["loss"], scored.summary if scored else None))
+        save_checkpoint(job.out / "checkpoint_last.pt", job.model, job.data, optimizer=job.optimizer.state_dict(),
+                        scheduler=job.scheduler.state_dict(), epoch=epoch + 1, step=job.step, history=job.history,
+                        rng=rng_state(), args=vars(args))
+    barrier(ctx)
+    return scored
+
+
+def _score(job: _Job) -> _Scored:
+    """Held-out confusion matrices (points and voxels) of the current weights, one prediction kept for figures."""
+    point_cm, voxel_cm, kept = evaluate(unwrap(job.model), job.v_loader, job.val_ds.num_classes, job.ctx,
+                                        ignore_index=job.val_ds.ignore_index, progress=job.progress, keep=1)
+    return _Scored(point_cm, voxel_cm, kept, summarize(point_cm, job.val_ds.class_names))
+
+
+def _finish(job: _Job, scored: _Scored, t_start: float) -> dict[str, Any]:
+    """The report (all ranks), then ``model.pt``, figures and report.json (main rank)."""
+    digests = all_gather_objects(weights_digest(job.model), job.ctx)
+    report = _report(job.args, job.ctx, job.model, job.val_ds, job.data, job.history, scored.summary,
+                     scored.point_cm, job.counts, digests, job.timing, t_start)
+    if job.ctx.is_main:
+        save_checkpoint(job.out / "model.pt", job.model, job.data, epoch=report["epochs_done"],
+                        step=report["steps_done"], heldout=report.get("heldout"))
+        _write_outputs(job.out, report, job.history, scored.summary, scored.kept, job.val_ds, job.data)
+    barrier(job.ctx)
+    return report
 
 
 def _report(

@@ -1,7 +1,8 @@
 """``python -m torchsparse_lite bench``: grouping strategies, map builders, backends, dtypes and peers.
 
 The default run reproduces the CPU comparison with spconv on the SemanticKITTI
-scan (0.05 m; a synthetic outdoor scan when the data folder is absent),
+scan (0.05 m, read from ``--data-root`` or ``$TORCHSPARSE_LITE_DATA``; a
+synthetic outdoor scan, with a note, when no data folder holds it),
 single-threaded, over the representative layers of MinkUNet and the sparse
 ResNet backbone, and prints the tables with ratios. ``--scaling`` adds the
 cost-versus-size sweep (10 k -> 1 M voxels) with its power-law fit,
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -25,7 +27,17 @@ from .plots import plot_epsilon, plot_layers, plot_scaling
 from .report import add_ratios, format_summary, format_table, write_json
 from .runner import DTYPES, RunOptions, bench_layer
 from .sweeps import DEFAULT_SIZES, scaling_sweep
-from .workloads import REAL_SCANS, Workload, batched, folder_workloads, real_workloads, synthetic_workloads, tiled
+from .workloads import (
+    DATA_ENV,
+    REAL_SCANS,
+    Workload,
+    batched,
+    data_root,
+    folder_workloads,
+    real_workloads,
+    synthetic_workloads,
+    tiled,
+)
 
 STRATEGIES = ("separate", "fixed", "adaptive", "dense")
 
@@ -37,6 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"names from {sorted(REAL_SCANS)}, synthetic_outdoor, synthetic_indoor, or the groups "
                         "'real', 'synthetic', 'all'; absent real scans are skipped (synthetic_outdoor is used when "
                         "nothing else is left)")
+    w.add_argument("--data-root", type=Path, default=None,
+                   help=f"folder of the real scans (semantickitti/, nuscenes/, kitti/); default ${DATA_ENV}")
     w.add_argument("--scan-dir", type=Path, help="also benchmark the .bin/.npy scans in this folder")
     w.add_argument("--voxel-size", type=float, default=0.05, help="voxel size for --scan-dir scans (m)")
     w.add_argument("--batch-sizes", type=int, nargs="+", default=[1])
@@ -99,7 +113,7 @@ def collect_workloads(args: argparse.Namespace) -> list[Workload]:
     if unknown or any(k not in ("outdoor", "indoor") for k in synth):
         raise ValueError(f"unknown workloads {unknown or synth}; choose from {sorted(REAL_SCANS)}, "
                          "synthetic_outdoor, synthetic_indoor, real, synthetic, all")
-    out = real_workloads(real) + synthetic_workloads(tuple(synth))
+    out = _real(real, args.data_root) + synthetic_workloads(tuple(synth))
     if args.scan_dir is not None:
         out += folder_workloads(args.scan_dir, args.voxel_size)
     if not out:
@@ -107,6 +121,18 @@ def collect_workloads(args: argparse.Namespace) -> list[Workload]:
     if args.max_voxels:
         out = [tiled(w, args.max_voxels) if w.n > args.max_voxels else w for w in out]
     return out
+
+
+def _real(names: list[str], root: Path | None) -> list[Workload]:
+    """The real scans present; prints which were asked for but skipped, and where they were looked for."""
+    got = real_workloads(names, root)
+    skipped = [n for n in names if n not in {w.name for w in got}]
+    if skipped:
+        folder = data_root(root)
+        where = (f"not found under {folder}" if folder is not None
+                 else f"no data folder (pass --data-root DIR or set ${DATA_ENV})")
+        print(f"bench: skipped real workloads {skipped}: {where}", file=sys.stderr)
+    return got
 
 
 def _layers(args: argparse.Namespace):
@@ -153,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     add_ratios(records)
     scaling = None
     if args.scaling:
-        base = (real_workloads(["semantickitti_0.05"]) or synthetic_workloads(("outdoor",)))[0]
+        base = (real_workloads(["semantickitti_0.05"], args.data_root) or synthetic_workloads(("outdoor",)))[0]
         scaling = scaling_sweep(base, args.scaling_sizes, warmup=args.warmup, reps=args.scaling_reps,
                                 peers="spconv" in (args.peers or ()), device=device, layout=args.scaling_layout)
     summary, table = format_summary(records), format_table(records)

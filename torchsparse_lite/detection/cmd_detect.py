@@ -118,10 +118,12 @@ def _summary(ap: dict) -> str:
     return " ".join(f"car {k}={v:.3f}" for k, v in car.items() if k != "n_gt" and not math.isnan(v))
 
 
-def _train(args: argparse.Namespace) -> int:
-    from ..datasets.augment import default_augmentation  # noqa: PLC0415
-
-    cfg = DetectorConfig(
+def _train_config(args: argparse.Namespace) -> DetectorConfig:
+    """The detector of the options, or the checkpoint's when resuming one."""
+    ckpt = Path(args.out) / "checkpoint.pt"
+    if args.resume and ckpt.is_file():
+        return DetectorConfig.from_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["config"])
+    return DetectorConfig(
         classes=DEFAULT_CLASSES,
         point_range=tuple(args.range),
         voxel_size=tuple(args.voxel_size),
@@ -131,12 +133,10 @@ def _train(args: argparse.Namespace) -> int:
         head_channels=4 * args.width,
         nms=args.nms,
     )
-    out = Path(args.out)
-    ckpt = out / "checkpoint.pt"
-    if args.resume and ckpt.is_file():
-        saved = torch.load(ckpt, map_location="cpu", weights_only=False)["config"]
-        cfg = DetectorConfig.from_dict(saved)
-    t0 = time.perf_counter()
+
+
+def _train_scenes(args: argparse.Namespace, cfg: DetectorConfig) -> list[DetectionSample]:
+    """Training scenes (KITTI: the frames before the held-out tail), boxes with too few points dropped."""
     if args.data == "kitti":
         if not args.kitti_root:
             raise ValueError("--data kitti needs --kitti-root PATH")
@@ -146,7 +146,17 @@ def _train(args: argparse.Namespace) -> int:
         train = make_samples(
             args.data, range(args.seed, args.seed + args.train_scenes), "train scenes", not args.no_progress
         )
-    train = [filter_boxes(s, cfg.point_range, args.min_points) for s in train]
+    return [filter_boxes(s, cfg.point_range, args.min_points) for s in train]
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ..datasets.augment import default_augmentation  # noqa: PLC0415
+
+    cfg = _train_config(args)
+    out = Path(args.out)
+    ckpt = out / "checkpoint.pt"
+    t0 = time.perf_counter()
+    train = _train_scenes(args, cfg)
     val = _held_out(args, cfg)
     data_seconds = time.perf_counter() - t0
     torch.manual_seed(args.seed)

@@ -4,7 +4,7 @@ Example::
 
     python -m torchsparse_lite prune --checkpoint runs/demo/model.pt --config prune.json --out runs/prune
 
-The config JSON holds any :class:`~.pipeline.PruneConfig` key (criterion, ratio,
+The config JSON holds any :class:`~.config.PruneConfig` key (criterion, ratio,
 mode, ignore, schedule, finetune_steps, sensitivity, max_drop, nm, ...) plus an
 optional ``"data"`` dict (train_scans, val_scans, val_seed, voxel_size,
 max_points, batch_size). Without ``--checkpoint``, ``--train-steps N`` trains a
@@ -21,13 +21,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .checkpoint import checkpoint_voxel_size, load_checkpoint
+
 DATA_DEFAULTS = {"train_scans": 8, "val_scans": 4, "val_seed": 1000, "voxel_size": 0.2, "max_points": None,
                  "batch_size": 1}  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the prune command."""
     parser.add_argument("--checkpoint", help="checkpoint with the model config and state_dict")
-    parser.add_argument("--config", help="JSON file of pruning options (see torchsparse_lite.prune.pipeline)")
+    parser.add_argument("--config", help="JSON file of pruning options (see torchsparse_lite.prune.config)")
     parser.add_argument("--out", default="runs/prune", help="output folder for report.json / report.png")
     parser.add_argument("--model", default="minkunet", help="model name when training from scratch")
     parser.add_argument("--cr", type=float, default=0.5, help="width multiplier when training from scratch")
@@ -38,55 +41,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide tqdm bars")
 
 
-def load_checkpoint(path: str) -> nn.Module:
-    """Rebuild a model from a checkpoint dict: ``config`` (or ``model_config``) + ``state_dict`` (or ``model``).
-
-    A pruned checkpoint's ``channel_shapes`` are applied before loading.
-    """
-    from ..models import build_from_config  # noqa: PLC0415
-    from .surgery import apply_channel_shapes  # noqa: PLC0415
-
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(ck, nn.Module):
-        return ck
-    if not isinstance(ck, dict):
-        raise ValueError(f"--checkpoint {path}: expected a dict or an nn.Module, got {type(ck).__name__}")
-    config = ck.get("config", ck.get("model_config"))
-    state = ck.get("state_dict", ck.get("model", ck.get("model_state")))
-    if not isinstance(config, dict) or not isinstance(state, dict):
-        raise ValueError(
-            f"--checkpoint {path}: needs 'config' (model.config()) and 'state_dict'; found keys {sorted(ck)}"
-        )
-    model = build_from_config(config)
-    if "channel_shapes" in ck:
-        apply_channel_shapes(model, ck["channel_shapes"])
-    model.load_state_dict(state)
-    return model.eval()
-
-
-def run(args: argparse.Namespace) -> int:
-    from .. import models  # noqa: PLC0415
-    from .pipeline import PruneConfig, run_pipeline  # noqa: PLC0415
-    from .task import finetune, num_classes_of, segmentation_batches  # noqa: PLC0415
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    raw = json.loads(Path(args.config).read_text()) if args.config else {}
-    cfg = PruneConfig.from_dict(raw)
-    data = {**DATA_DEFAULTS, **raw.get("data", {})}
+def data_options(args: argparse.Namespace, raw: dict) -> dict:
+    """The config's ``"data"`` dict over :data:`DATA_DEFAULTS`; a checkpoint's voxel size unless the config sets one."""
+    given = raw.get("data", {})
+    if not isinstance(given, dict):
+        raise TypeError(f"config data must be a JSON object, got {given!r}")
+    data = {**DATA_DEFAULTS, **given}
     unknown = sorted(set(data) - set(DATA_DEFAULTS))
     if unknown:
         raise ValueError(f"config data: unknown key(s) {unknown}; valid: {sorted(DATA_DEFAULTS)}")
-    progress = not args.no_progress
-    if args.checkpoint and "voxel_size" not in raw.get("data", {}):  # evaluate at the training voxel size
-        saved = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-        if isinstance(saved, dict) and isinstance(saved.get("data"), dict) and "voxel_size" in saved["data"]:
-            data["voxel_size"] = float(saved["data"]["voxel_size"])
-    kw = {"voxel_size": data["voxel_size"], "max_points": data["max_points"], "batch_size": data["batch_size"]}
-    train = segmentation_batches(data["train_scans"], seed=args.seed, **kw)
-    val = segmentation_batches(data["val_scans"], seed=data["val_seed"], **kw)
-    num_classes = num_classes_of(kitti=False)
+    if args.checkpoint and "voxel_size" not in given:  # evaluate at the training voxel size
+        saved = checkpoint_voxel_size(args.checkpoint)
+        if saved is not None:
+            data["voxel_size"] = saved
+    return data
+
+
+def _model(args: argparse.Namespace, train: list, num_classes: int, progress: bool) -> nn.Module:
+    """The checkpoint's model, or a fresh one trained ``--train-steps`` on ``train``."""
+    from .. import models  # noqa: PLC0415
+    from .task import finetune  # noqa: PLC0415
+
     if args.checkpoint:
         model = load_checkpoint(args.checkpoint)
         if getattr(model, "num_classes", num_classes) != num_classes:
@@ -94,11 +69,32 @@ def run(args: argparse.Namespace) -> int:
                 f"--checkpoint has {model.num_classes} classes but the synthetic evaluation data has {num_classes}; "
                 "prune a model trained on the synthetic scans"
             )
-    elif args.train_steps > 0:
+        return model
+    if args.train_steps > 0:
         model = models.build_model(args.model, 4, num_classes, args.cr)
         finetune(model, train, args.train_steps, lr=0.01, progress=progress, desc="train")
-    else:
-        raise ValueError("give --checkpoint PATH, or --train-steps N to train a fresh model first")
+        return model
+    raise ValueError("give --checkpoint PATH, or --train-steps N to train a fresh model first")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Prune as the config says; prints the before/after summary; returns 0."""
+    from .config import PruneConfig  # noqa: PLC0415
+    from .pipeline import run_pipeline  # noqa: PLC0415
+    from .task import num_classes_of, segmentation_batches  # noqa: PLC0415
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    raw = json.loads(Path(args.config).read_text()) if args.config else {}
+    cfg = PruneConfig.from_dict(raw)
+    data = data_options(args, raw)
+    progress = not args.no_progress
+    kw = {"voxel_size": data["voxel_size"], "max_points": data["max_points"], "batch_size": data["batch_size"]}
+    train = segmentation_batches(data["train_scans"], seed=args.seed, **kw)
+    val = segmentation_batches(data["val_scans"], seed=data["val_seed"], **kw)
+    num_classes = num_classes_of(kitti=False)
+    model = _model(args, train, num_classes, progress)
     latency_inputs = {"val": val[0][0]}
     if args.kitti:
         latency_inputs["kitti"] = segmentation_batches(1, voxel_size=data["voxel_size"], kitti=args.kitti)[0][0]

@@ -1,12 +1,12 @@
-"""A tiny sparse U-Net (stem, residual stage, transposed conv + concat skip, linear head) for tests and demos."""
+"""Test models: a tiny sparse U-Net (stem, residual stage, transposed conv + concat skip, linear head), inputs."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from ..models.blocks import ConvBlock, UpBlock, down_stage
-from ..tensor import SparseTensor
+from torchsparse_lite.models.blocks import ConvBlock, UpBlock, down_stage
+from torchsparse_lite.tensor import SparseTensor
 
 
 class TinyUNet(nn.Module):
