@@ -90,7 +90,8 @@ with torch.no_grad():
             spconv.SparseConv3d(8, 6, 2, 2, bias=False, indice_key="d1"),
             nn.BatchNorm1d(6), nn.ReLU(),
             spconv.SubMConv3d(6, 6, (1, 3, 3), padding=(0, 1, 1), bias=False, indice_key="s2"),
-            spconv.SparseInverseConv3d(6, 4, 2, indice_key="d1", bias=False),
+            spconv.SubMConv3d(6, 5, 1, bias=False),  # spconv runs kernel-size-1 convs as a plain matmul
+            spconv.SparseInverseConv3d(5, 4, 2, indice_key="d1", bias=False),
         )
 
     def ournet():
@@ -98,7 +99,8 @@ with torch.no_grad():
             snn.Conv3d(3, 8, 3), snn.BatchNorm(8), snn.ReLU(),
             snn.Conv3d(8, 6, 2, 2), snn.BatchNorm(6), snn.ReLU(),
             snn.Conv3d(6, 6, (1, 3, 3)),  # spconv's CPU eval path refuses a conv bias
-            snn.Conv3d(6, 4, 2, 2, transposed=True),
+            snn.Conv3d(6, 5, 1),
+            snn.Conv3d(5, 4, 2, 2, transposed=True),
         )
 
     ref_net = spnet().eval()

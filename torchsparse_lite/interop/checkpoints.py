@@ -21,6 +21,7 @@ from torch import nn
 from ..nn.conv import Conv3d
 from .weights import (
     check_torchsparse_geometry,
+    spconv_runs_as_matmul,
     spconv_to_weight,
     torchsparse_to_weight,
     weight_to_spconv,
@@ -113,8 +114,8 @@ def from_spconv_state_dict(
     for key, value in state_dict.items():
         prefix, leaf = _split(key)
         if leaf == "weight" and isinstance(value, torch.Tensor) and value.dim() == 5:
-            weight, ks = spconv_to_weight(value, layout)
             conv = convs.get(prefix)
+            weight, ks = spconv_to_weight(value, layout, matmul_1x1=_matmul_1x1(key, value, conv, layout))
             if model is not None and conv is not None and conv.kernel_size != ks:
                 raise ValueError(
                     f"state_dict[{key!r}] has kernel size {ks} but the model's layer has {conv.kernel_size}; "
@@ -126,6 +127,19 @@ def from_spconv_state_dict(
     return out
 
 
+def _matmul_1x1(key: str, value: torch.Tensor, conv: Conv3d | None, layout: str) -> bool:
+    """Whether spconv ran this kernel-size-1 weight as a matmul (see ``spconv_to_weight``); needs the layer."""
+    if layout != "KRSC" or tuple(value.shape[1:4]) != (1, 1, 1):
+        return False
+    if conv is None:
+        raise ValueError(
+            f"state_dict[{key!r}] is a kernel-size-1 spconv weight: spconv 2.x runs stride-1 and submanifold "
+            "1x1x1 convs as features @ weight.view(Cin, Cout), so converting it needs the layer; pass model= "
+            "(the native model whose Conv3d receives it)"
+        )
+    return spconv_runs_as_matmul(conv.kernel_size, conv.stride, conv.submanifold)
+
+
 def to_spconv_state_dict(model: nn.Module, layout: str = "KRSC") -> StateDict:
     """Our model's state dict with conv weights in spconv's 5-D layout (``kernel_size`` from each layer)."""
     convs = _conv_prefixes(model)
@@ -133,7 +147,9 @@ def to_spconv_state_dict(model: nn.Module, layout: str = "KRSC") -> StateDict:
     for key, value in model.state_dict().items():
         prefix, leaf = _split(key)
         if prefix in convs and leaf == "weight":
-            out[key] = weight_to_spconv(value, convs[prefix].kernel_size, layout)
+            conv = convs[prefix]
+            matmul = spconv_runs_as_matmul(conv.kernel_size, conv.stride, conv.submanifold)
+            out[key] = weight_to_spconv(value, conv.kernel_size, layout, matmul_1x1=matmul)
         else:
             out[key] = value
     return out

@@ -46,34 +46,55 @@ def _check_layout(layout: str) -> None:
         raise ValueError(f"layout must be one of {SPCONV_LAYOUTS} (spconv 2.x: 'KRSC', 1.x: 'RSCK'), got {layout!r}")
 
 
-def spconv_to_weight(weight: torch.Tensor, layout: str = "KRSC") -> tuple[torch.Tensor, tuple[int, int, int]]:
+def spconv_to_weight(
+    weight: torch.Tensor, layout: str = "KRSC", *, matmul_1x1: bool = False
+) -> tuple[torch.Tensor, tuple[int, int, int]]:
     """spconv weight -> (ours ``[K, Cin, Cout]``, kernel_size ``(kx, ky, kz)``).
 
     Args:
         weight: ``[Cout, kx, ky, kz, Cin]`` (``"KRSC"``) or ``[kx, ky, kz, Cin, Cout]`` (``"RSCK"``).
         layout: spconv's saved weight layout.
+        matmul_1x1: the weight belongs to a spconv 2.x conv that runs as a
+            plain matmul — kernel size 1 with stride 1, or any submanifold
+            conv of kernel size 1. spconv computes those as
+            ``features @ weight.view(Cin, Cout)``, reading the KRSC memory as
+            ``[Cin, Cout]`` rather than transposing it, so the conversion
+            must do the same to keep the layer's meaning.
     """
     _check_tensor(weight, "weight", (5,))
     _check_layout(layout)
     if layout == "RSCK":
         weight = weight.permute(4, 0, 1, 2, 3)  # -> [Cout, kx, ky, kz, Cin]
     cout, kx, ky, kz, cin = weight.shape
+    if matmul_1x1 and layout == "KRSC" and kx * ky * kz == 1:
+        return weight.contiguous().reshape(1, cin, cout).clone(), (1, 1, 1)
     out = weight.permute(3, 2, 1, 4, 0).reshape(kx * ky * kz, cin, cout).contiguous()
     return out, (kx, ky, kz)
 
 
 def weight_to_spconv(
-    weight: torch.Tensor, kernel_size: int | Sequence[int], layout: str = "KRSC"
+    weight: torch.Tensor, kernel_size: int | Sequence[int], layout: str = "KRSC", *, matmul_1x1: bool = False
 ) -> torch.Tensor:
-    """Ours ``[K, Cin, Cout]`` -> spconv ``[Cout, kx, ky, kz, Cin]`` (or ``RSCK``)."""
+    """Ours ``[K, Cin, Cout]`` -> spconv ``[Cout, kx, ky, kz, Cin]`` (or ``RSCK``).
+
+    ``matmul_1x1``: the inverse of :func:`spconv_to_weight`'s flag, for a
+    kernel-size-1 layer that spconv runs as ``features @ weight.view(Cin, Cout)``.
+    """
     _check_tensor(weight, "weight", (3,))
     _check_layout(layout)
     kx, ky, kz = triple(kernel_size, "kernel_size")
     k, cin, cout = weight.shape
     if k != kx * ky * kz:
         raise ValueError(f"weight has {k} taps but kernel_size {(kx, ky, kz)} has {kx * ky * kz}; pass the layer's")
+    if matmul_1x1 and layout == "KRSC" and k == 1:
+        return weight.contiguous().reshape(cout, 1, 1, 1, cin).clone()
     out = weight.reshape(kz, ky, kx, cin, cout).permute(4, 2, 1, 0, 3).contiguous()
     return out.permute(1, 2, 3, 4, 0).contiguous() if layout == "RSCK" else out
+
+
+def spconv_runs_as_matmul(kernel_size: tuple[int, int, int], stride: tuple[int, int, int], submanifold: bool) -> bool:
+    """True when spconv 2.x computes a conv of this geometry as ``features @ weight.view(Cin, Cout)``."""
+    return kernel_size == (1, 1, 1) and (submanifold or stride == (1, 1, 1))
 
 
 def torchsparse_tap_order(kernel_size: IntOr3) -> torch.Tensor:
