@@ -31,6 +31,9 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")  # the thread pool may grow to 2; each phase sets its count
+# Spinning OpenMP workers on a 2-core VM that runs anything else turn a 35 ms map build into 700 ms at
+# 2 threads (measured 2026-12-01); passive waiting keeps it at ~32 ms. Both libraries share the policy.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # the real scans: $TORCHSPARSE_LITE_DATA, else ../shared/data beside the repository
 os.environ.setdefault("TORCHSPARSE_LITE_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -99,12 +102,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"workload: {w.name} ({w.source}), {w.n} voxels")
     rows: list[dict] = []
     km = build_kernel_map(w.coords, KS, builder="sort")
-    for threads in args.threads:
-        torch.set_num_threads(threads)
-        print(f"-- {threads} thread(s)")
-        rows += map_rows(w.coords, km, threads, args)
-        for c in args.channels:
-            rows += conv_rows(w.coords, km, c, threads, args)
+    # ours first at every thread count, spconv after: loading spconv's runtime slows torch's threads
+    for peer in (False, True):
+        if peer and not spconv_available():
+            break
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            print(f"-- {'spconv' if peer else 'ours'}, {threads} thread(s)")
+            rows += map_rows(w.coords, km, threads, args, peer)
+            for c in args.channels:
+                rows += conv_rows(w.coords, km, c, threads, args, peer)
     torch.set_num_threads(1)
     print_table(rows)
     info = machine_info("cpu")
@@ -125,16 +132,17 @@ def _row(op: str, impl: str, threads: int, timing, check, **extra) -> dict:
             "timing": timing.as_dict() if timing else None, **extra}
 
 
-def map_rows(coords: torch.Tensor, km, threads: int, args) -> list[dict]:
-    """Map building: ours (sort, hash) and spconv's, pairs checked equal first."""
+def map_rows(coords: torch.Tensor, km, threads: int, args, peer: bool) -> list[dict]:
+    """Map building: ours (sort, hash) or spconv's (``peer``), pairs checked equal first."""
     rows = []
-    km_hash = build_kernel_map(coords, KS, builder="hash")
-    same = torch.equal(km_hash.in_idx, km.in_idx) and torch.equal(km_hash.out_idx, km.out_idx)
-    chk = Check(OK, note="hash and sort maps identical") if same else Check(WRONG, note="hash != sort map")
-    for builder in ("sort", "hash"):
-        t = measure(lambda b=builder: build_kernel_map(coords, KS, builder=b), warmup=args.warmup, reps=args.reps)
-        rows.append(_row("map subm 3x3x3", f"ours-{builder}", threads, t, chk, map_entries=int(km.in_idx.numel())))
-    if spconv_available():
+    if not peer:
+        km_hash = build_kernel_map(coords, KS, builder="hash")
+        same = torch.equal(km_hash.in_idx, km.in_idx) and torch.equal(km_hash.out_idx, km.out_idx)
+        chk = Check(OK, note="hash and sort maps identical") if same else Check(WRONG, note="hash != sort map")
+        for builder in ("sort", "hash"):
+            t = measure(lambda b=builder: build_kernel_map(coords, KS, builder=b), warmup=args.warmup, reps=args.reps)
+            rows.append(_row("map subm 3x3x3", f"ours-{builder}", threads, t, chk, map_entries=int(km.in_idx.numel())))
+    else:
         peer = SpconvConv(torch.zeros(27, 1, 1), KS, (1, 1, 1), "submanifold", coords)
         _, pairs, pair_num = peer.build_map()
         ok = spconv_pairs_match(km, pairs, pair_num)
@@ -144,8 +152,8 @@ def map_rows(coords: torch.Tensor, km, threads: int, args) -> list[dict]:
     return rows
 
 
-def conv_rows(coords: torch.Tensor, km, c: int, threads: int, args) -> list[dict]:
-    """Conv cached / total / fwd+bwd for ours, cached / total for spconv; outputs checked first."""
+def conv_rows(coords: torch.Tensor, km, c: int, threads: int, args, peer: bool) -> list[dict]:
+    """Conv cached / total / fwd+bwd for ours, or cached / total for spconv (``peer``); outputs checked first."""
     g = torch.Generator().manual_seed(c)
     n = coords.shape[0]
     feats = torch.randn(n, c, generator=g)
@@ -154,6 +162,8 @@ def conv_rows(coords: torch.Tensor, km, c: int, threads: int, args) -> list[dict
     chk = check_close(sparse_conv(feats, weight, km, backend="torch"), ref)
     tag = f"subm conv {c}->{c}"
     mk = {"warmup": args.warmup, "reps": args.reps}
+    if peer:
+        return _spconv_conv_rows(coords, feats, weight, ref, tag, threads, mk)
     cached = measure(lambda: sparse_conv(feats, weight, km, backend="torch"), **mk)
     total = measure(lambda: sparse_conv(feats, weight, build_kernel_map(coords, KS), backend="torch"), **mk)
     rows = [
@@ -161,18 +171,21 @@ def conv_rows(coords: torch.Tensor, km, c: int, threads: int, args) -> list[dict
         _row(f"{tag} total", "ours", threads, total, chk),
         _row(f"{tag} fwd+bwd", "ours", threads, *_fwd_bwd(feats, weight, km, g, mk)),
     ]
-    if spconv_available():
-        peer = SpconvConv(weight, KS, (1, 1, 1), "submanifold", coords)
-        x = peer.prepare(feats)
-        out, out_c = peer.forward(x)
-        chk = check_close(out, ref, out_coords=out_c, ref_coords=coords)
-        timed = chk.status == OK
-        rows.append(_row(f"{tag} conv", "spconv", threads, measure(lambda: peer.forward(x), **mk) if timed else None,
-                         chk))
-        out, out_c = peer.forward_total(peer.prepare_uncached(feats))
-        chk = check_close(out, ref, out_coords=out_c, ref_coords=coords)
-        t = measure(lambda: peer.forward_total(peer.prepare_uncached(feats)), **mk) if chk.status == OK else None
-        rows.append(_row(f"{tag} total", "spconv", threads, t, chk))
+    return rows
+
+
+def _spconv_conv_rows(coords, feats, weight, ref, tag: str, threads: int, mk: dict) -> list[dict]:
+    """spconv's conv with its pairs cached, and with the pairs built in the call; each checked before timing."""
+    peer = SpconvConv(weight, KS, (1, 1, 1), "submanifold", coords)
+    x = peer.prepare(feats)
+    out, out_c = peer.forward(x)
+    chk = check_close(out, ref, out_coords=out_c, ref_coords=coords)
+    cached = measure(lambda: peer.forward(x), **mk) if chk.status == OK else None
+    rows = [_row(f"{tag} conv", "spconv", threads, cached, chk)]
+    out, out_c = peer.forward_total(peer.prepare_uncached(feats))
+    chk = check_close(out, ref, out_coords=out_c, ref_coords=coords)
+    total = measure(lambda: peer.forward_total(peer.prepare_uncached(feats)), **mk) if chk.status == OK else None
+    rows.append(_row(f"{tag} total", "spconv", threads, total, chk))
     return rows
 
 
