@@ -14,6 +14,13 @@ The backward pass runs the same dataflow on the transposed map for the input
 gradient and the split-row kernel (:mod:`.weight_grad`) for the weight
 gradient. Every kernel accumulates in fp32; outputs are cast back to the
 input dtype at the end.
+
+fp32 precision is an explicit engine setting: ``allow_tf32=None`` follows
+``EngineConfig.tf32`` (False by default: full-precision FMA), never
+``torch.backends.cuda.matmul.allow_tf32``, which a user script may flip for
+its dense layers (``torch.set_float32_matmul_precision("high")``). Tiles
+default per precision (:func:`~.tiles.default_tiles`): the fp32 FMA path
+needs smaller tiles than the tensor-core paths to stay out of spills.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import triton
 from ..config import get_config
 from ..grouping import GroupingConfig, GroupPlan, WorkReport, as_grouping, plan_groups
 from ..kmap.kmap import KernelMap
+from .aot import capturing
 from .gather_gemm_scatter import gather_gemm_scatter, gather_gemm_scatter_kernel
 from .implicit_gemm import implicit_gemm, neighbour_table
 from .tiles import TileConfig, default_tiles, is_interpreted
@@ -119,9 +127,18 @@ def resolve_dataflow(dataflow: str | None) -> str:
     return dataflow
 
 
+def resolve_tf32(allow_tf32: bool | None) -> bool:
+    """``None`` -> ``get_config().tf32``; otherwise the bool given (anything else is a TypeError)."""
+    if allow_tf32 is None:
+        return get_config().tf32
+    if not isinstance(allow_tf32, bool):
+        raise TypeError(f"allow_tf32 must be a bool or None, got {allow_tf32!r}")
+    return allow_tf32
+
+
 def check_runnable(feats: torch.Tensor) -> None:
     """Triton kernels need CUDA tensors, or the interpreter for CPU tensors."""
-    if feats.is_cuda or (feats.device.type == "cpu" and is_interpreted(gather_gemm_scatter_kernel)):
+    if feats.is_cuda or (feats.device.type == "cpu" and (is_interpreted(gather_gemm_scatter_kernel) or capturing())):
         return
     raise ValueError(
         f"the Triton backend needs CUDA tensors (got {feats.device}); on the CPU set TRITON_INTERPRET=1 before "
@@ -148,8 +165,8 @@ def sparse_conv_triton(
         grouping: strategy name or :class:`GroupingConfig` (one launch per group).
         dataflow: ``"atomic"``, ``"output_stationary"`` or None (see :func:`resolve_dataflow`).
         allow_tf32: TF32 tensor cores for fp32 inputs; None follows
-            ``torch.backends.cuda.matmul.allow_tf32``.
-        tiles: tile sizes; None picks :func:`default_tiles`.
+            ``get_config().tf32`` (not torch's global matmul flag).
+        tiles: tile sizes; None picks :func:`default_tiles` for the dtype and precision.
 
     Returns:
         [n_out, Cout] in ``feats.dtype`` (accumulated in fp32).
@@ -157,12 +174,19 @@ def sparse_conv_triton(
     check_runnable(feats)
     if feats.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise TypeError(f"feats must be float32, float16 or bfloat16 for the Triton path, got {feats.dtype}")
+    if weight.dtype != feats.dtype:
+        raise TypeError(f"weight is {weight.dtype} but feats {feats.dtype}; cast one to match")
+    if weight.device != feats.device:
+        raise ValueError(f"weight is on {weight.device} but feats on {feats.device}; move one with .to()")
     if kmap.in_idx.device != feats.device:
         raise ValueError(f"kmap is on {kmap.in_idx.device} but feats on {feats.device}; move one with .to()")
+    if tiles is not None and not isinstance(tiles, TileConfig):
+        raise TypeError(f"tiles must be a TileConfig or None, got {type(tiles).__name__}")
     plan = plan_groups(kmap.counts, as_grouping(grouping), kmap.identity_offset, kmap.symmetric)
     flow = resolve_dataflow(dataflow)
-    tf32 = torch.backends.cuda.matmul.allow_tf32 if allow_tf32 is None else bool(allow_tf32)
-    tiles = tiles or default_tiles(weight.shape[1], weight.shape[2], is_interpreted(gather_gemm_scatter_kernel))
+    tf32 = resolve_tf32(allow_tf32)
+    interp = is_interpreted(gather_gemm_scatter_kernel)
+    tiles = tiles or default_tiles(weight.shape[1], weight.shape[2], interp, feats.dtype, tf32)
     return TritonConvFunction.apply(feats, weight, kmap, plan, flow, tf32, tiles)
 
 

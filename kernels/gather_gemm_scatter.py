@@ -15,6 +15,15 @@ One launch executes one *group* of offsets of a grouping plan (see
 (``tiles_m`` row tiles per offset) and programs past the end of a shorter map
 return at once, so padding costs an idle program, not arithmetic.
 
+Specialisation: the launcher compiles one binary per distinct set of
+argument properties (an int equal to 1 becomes a constant, ints divisible by
+16 get alignment hints). That is worth it for the channel counts and strides
+(a unit channel stride and 16-aligned rows turn the gathers into vector loads)
+but not for ``tiles_m``, which changes with every map, nor for the alignment
+of the descriptor slices, which are read one scalar per program: those are
+excluded, so the compiled variants follow the channel and stride regimes, not
+the map sizes of every layer and every scan.
+
 Program order: the output-channel tile varies fastest. The ``tiles_n``
 programs that share one set of gathered rows are therefore launched together
 and the irregular row loads of the later ones hit in L2; the weight tile they
@@ -27,10 +36,14 @@ import torch
 import triton
 import triton.language as tl
 
+from .device import on_device
 from .tiles import TileConfig, is_interpreted
 
 
-@triton.jit
+@triton.jit(
+    do_not_specialize=["tiles_m"],
+    do_not_specialize_on_alignment=["grp_offset_ptr", "grp_start_ptr", "grp_count_ptr"],
+)
 def gather_gemm_scatter_kernel(
     feats_ptr,
     weight_ptr,
@@ -135,26 +148,31 @@ def gather_gemm_scatter(
         tiles: tile sizes; allow_tf32: TF32 for fp32 inputs.
 
     Returns:
-        The number of kernel launches.
+        The number of kernel launches (made with ``feats``' device current, see :mod:`.device`).
     """
+    launches = 0
+    with on_device(feats=feats, weight=weight, out=out, in_idx=in_idx, out_idx=out_idx):
+        for desc, longest in groups:
+            if longest == 0:
+                continue
+            _launch(feats, weight, out, in_idx, out_idx, desc, longest, tiles, allow_tf32)
+            launches += 1
+    return launches
+
+
+def _launch(feats, weight, out, in_idx, out_idx, desc, longest, tiles, allow_tf32) -> None:
+    """One launch over one group's ``desc`` (see :func:`gather_gemm_scatter`)."""
     cin, cout = weight.shape[1], weight.shape[2]
     upcast = feats.dtype == torch.bfloat16 and is_interpreted(gather_gemm_scatter_kernel)
-    tiles_n = triton.cdiv(cout, tiles.block_n)
-    launches = 0
-    for desc, longest in groups:
-        if longest == 0:
-            continue
-        tiles_m = triton.cdiv(longest, tiles.block_m)
-        grid = (tiles_n * tiles_m * desc.shape[1],)
-        gather_gemm_scatter_kernel[grid](
-            feats, weight, out, in_idx, out_idx, desc[0], desc[1], desc[2],
-            tiles_m, cin, cout,
-            feats.stride(0), feats.stride(1),
-            weight.stride(0), weight.stride(1), weight.stride(2),
-            out.stride(0), out.stride(1),
-            BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n, BLOCK_K=tiles.block_k,
-            PRECISION=dot_precision(feats.dtype, allow_tf32), UPCAST=upcast,
-            num_warps=tiles.num_warps, num_stages=tiles.num_stages,
-        )  # fmt: skip
-        launches += 1
-    return launches
+    tiles_m = triton.cdiv(longest, tiles.block_m)
+    grid = (triton.cdiv(cout, tiles.block_n) * tiles_m * desc.shape[1],)
+    gather_gemm_scatter_kernel[grid](
+        feats, weight, out, in_idx, out_idx, desc[0], desc[1], desc[2],
+        tiles_m, cin, cout,
+        feats.stride(0), feats.stride(1),
+        weight.stride(0), weight.stride(1), weight.stride(2),
+        out.stride(0), out.stride(1),
+        BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n, BLOCK_K=tiles.block_k,
+        PRECISION=dot_precision(feats.dtype, allow_tf32), UPCAST=upcast,
+        num_warps=tiles.num_warps, num_stages=tiles.num_stages,
+    )  # fmt: skip

@@ -14,6 +14,10 @@ Lanes that are done keep running the loop with a compare value (-2) that no
 slot ever holds, so their CAS is a no-op read: ``atomic_cas`` takes no mask.
 The hash (SplitMix64 finaliser) is the one of the PyTorch
 :class:`~torchsparse_lite.kmap.HashIndex`.
+
+The key count and table mask change with every coordinate set, so the
+launcher does not specialise on them; both launches run under the keys'
+device (:mod:`.device`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import triton
 import triton.language as tl
 
 from ..kmap.index import EMPTY, _duplicate_error, empty_table
+from .device import on_device
 
 BLOCK = 128
 
@@ -36,7 +41,7 @@ def _home(key, mask_cap):
     return h & mask_cap
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n", "mask_cap"])
 def hash_insert_kernel(table_keys_ptr, table_rows_ptr, keys_ptr, dup_ptr, n, mask_cap, BLOCK: tl.constexpr):
     rows = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     active = rows < n
@@ -53,7 +58,7 @@ def hash_insert_kernel(table_keys_ptr, table_rows_ptr, keys_ptr, dup_ptr, n, mas
         slot = tl.where(active, (slot + 1) & mask_cap, slot)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n", "mask_cap"])
 def hash_query_kernel(table_keys_ptr, table_rows_ptr, keys_ptr, out_ptr, n, mask_cap, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     inb = offs < n
@@ -84,9 +89,10 @@ class TritonHashIndex:
         self.mask, self.table_keys, self.table_rows = empty_table(n, keys.device)
         dup = torch.full((1,), EMPTY, dtype=torch.int64, device=keys.device)
         if n:
-            hash_insert_kernel[(triton.cdiv(n, BLOCK),)](
-                self.table_keys, self.table_rows, keys, dup, n, self.mask, BLOCK=BLOCK
-            )
+            with on_device(keys=keys):
+                hash_insert_kernel[(triton.cdiv(n, BLOCK),)](
+                    self.table_keys, self.table_rows, keys, dup, n, self.mask, BLOCK=BLOCK
+                )
         dup_key = int(dup.item())
         if dup_key != EMPTY:
             raise _duplicate_error(dup_key, name)
@@ -96,7 +102,8 @@ class TritonHashIndex:
         keys = keys.contiguous()
         out = torch.empty_like(keys)
         if keys.numel():
-            hash_query_kernel[(triton.cdiv(keys.numel(), BLOCK),)](
-                self.table_keys, self.table_rows, keys, out, keys.numel(), self.mask, BLOCK=BLOCK
-            )
+            with on_device(keys=keys, table=self.table_keys):
+                hash_query_kernel[(triton.cdiv(keys.numel(), BLOCK),)](
+                    self.table_keys, self.table_rows, keys, out, keys.numel(), self.mask, BLOCK=BLOCK
+                )
         return out

@@ -18,6 +18,9 @@ atomics because one launch never has two programs on one output tile.
 The table costs ``K * n_out`` int32 (27 x 95k rows = 10 MB for a 3x3x3
 conv on one SemanticKITTI scan); its rows are read coalesced, one offset at a
 time, and the input rows they name are the only irregular loads.
+
+``n_offs`` and ``n_rows`` change with every group and every scan, so the
+launcher does not specialise on them (see :mod:`.gather_gemm_scatter`).
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ import torch
 import triton
 import triton.language as tl
 
+from .device import on_device
 from .gather_gemm_scatter import dot_precision
 from .tiles import TileConfig, is_interpreted
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_offs", "n_rows"], do_not_specialize_on_alignment=["offs_ptr"])
 def implicit_gemm_kernel(
     feats_ptr,
     weight_ptr,
@@ -138,20 +142,21 @@ def implicit_gemm(
     upcast = feats.dtype == torch.bfloat16 and is_interpreted(implicit_gemm_kernel)
     grid = (triton.cdiv(n_rows, tiles.block_m) * triton.cdiv(cout, tiles.block_n),)
     launches = 0
-    for offs in groups:
-        if n_rows == 0 or offs.numel() == 0:
-            continue
-        implicit_gemm_kernel[grid](
-            feats, weight, out, table, offs, offs.numel(), n_rows, cin, cout,
-            feats.stride(0), feats.stride(1),
-            weight.stride(0), weight.stride(1), weight.stride(2),
-            out.stride(0), out.stride(1),
-            ACCUMULATE=launches > 0,
-            BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n, BLOCK_K=tiles.block_k,
-            PRECISION=dot_precision(feats.dtype, allow_tf32), UPCAST=upcast,
-            num_warps=tiles.num_warps, num_stages=tiles.num_stages,
-        )  # fmt: skip
-        launches += 1
+    with on_device(feats=feats, weight=weight, out=out, table=table):
+        for offs in groups:
+            if n_rows == 0 or offs.numel() == 0:
+                continue
+            implicit_gemm_kernel[grid](
+                feats, weight, out, table, offs, offs.numel(), n_rows, cin, cout,
+                feats.stride(0), feats.stride(1),
+                weight.stride(0), weight.stride(1), weight.stride(2),
+                out.stride(0), out.stride(1),
+                ACCUMULATE=launches > 0,
+                BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n, BLOCK_K=tiles.block_k,
+                PRECISION=dot_precision(feats.dtype, allow_tf32), UPCAST=upcast,
+                num_warps=tiles.num_warps, num_stages=tiles.num_stages,
+            )  # fmt: skip
+            launches += 1
     if launches == 0:
         out.zero_()
     return launches

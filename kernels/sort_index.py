@@ -5,6 +5,10 @@ key then runs a branch-free binary search: ``ceil(log2(N + 1))`` steps of
 ``lo/hi`` updates with one load each, the same number of steps for every lane
 so the warp never diverges. A final load checks whether the key was found and
 returns its original row through the sort permutation.
+
+Map building asks an index for ``lookup(keys)`` (the hits and their rows),
+not ``query``: :class:`TritonSortIndex` overrides both, so the kernel is what
+answers either way (the parent's ``lookup`` would search with torch/numpy).
 """
 
 from __future__ import annotations
@@ -14,12 +18,13 @@ import triton
 import triton.language as tl
 
 from ..kmap.index import EMPTY, HashIndex, SortIndex
+from .device import on_device
 from .hash_index import TritonHashIndex
 
 BLOCK = 128
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_keys", "n_sorted", "n_steps"])
 def sorted_query_kernel(sorted_ptr, order_ptr, keys_ptr, out_ptr, n_keys, n_sorted, n_steps, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     inb = offs < n_keys
@@ -50,10 +55,17 @@ class TritonSortIndex(SortIndex):
         if n == 0 or keys.numel() == 0:
             return torch.full_like(keys, EMPTY)
         out = torch.empty_like(keys)
-        sorted_query_kernel[(triton.cdiv(keys.numel(), BLOCK),)](
-            self.sorted_keys, self.order, keys, out, keys.numel(), n, n.bit_length(), BLOCK=BLOCK
-        )
+        with on_device(keys=keys, sorted_keys=self.sorted_keys):
+            sorted_query_kernel[(triton.cdiv(keys.numel(), BLOCK),)](
+                self.sorted_keys, self.order, keys, out, keys.numel(), n, n.bit_length(), BLOCK=BLOCK
+            )
         return out
+
+    def lookup(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries that hit and their rows, ``(positions [H], rows [H])``, answered by the kernel."""
+        found = self.query(keys)
+        hit = torch.nonzero(found >= 0).squeeze(1)
+        return hit, found[hit]
 
 
 def make_triton_index(keys: torch.Tensor, builder: str, name: str = "coords") -> HashIndex | SortIndex:

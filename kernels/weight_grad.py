@@ -13,6 +13,10 @@ every offset ``n_split`` programs; each writes its partial tile to its own
 slot of a ``[K, n_split, Cin, Cout]`` fp32 buffer and one ``sum`` over the
 split axis finishes the job. There are no atomics, so the weight gradient is
 bit-reproducible in every mode.
+
+The split count and split length change with the map, so the launcher does
+not specialise on them; the descriptor slices are read one scalar per
+program, so their alignment is not specialised either.
 """
 
 from __future__ import annotations
@@ -21,13 +25,15 @@ import torch
 import triton
 import triton.language as tl
 
+from .device import on_device
 from .gather_gemm_scatter import dot_precision
 from .tiles import TileConfig, is_interpreted
 
 MAX_SPLITS = 16  # bounds the partial buffer to 16 * K * Cin * Cout fp32
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_split", "split_rows"],
+            do_not_specialize_on_alignment=["starts_ptr", "counts_ptr"])
 def weight_grad_kernel(
     feats_ptr,
     grad_ptr,
@@ -117,12 +123,13 @@ def weight_grad(
     part = torch.zeros((volume * n_split, cin, cout), dtype=torch.float32, device=feats.device)
     upcast = feats.dtype == torch.bfloat16 and is_interpreted(weight_grad_kernel)
     grid = (volume * n_split, triton.cdiv(cin, tiles.block_k) * triton.cdiv(cout, tiles.block_n))
-    weight_grad_kernel[grid](
-        feats, grad_out, part, in_idx, out_idx, desc[0], desc[1], n_split, split, cin, cout,
-        feats.stride(0), feats.stride(1), grad_out.stride(0), grad_out.stride(1),
-        BLOCK_M=tiles.block_m, BLOCK_K=tiles.block_k, BLOCK_N=tiles.block_n,
-        PRECISION=dot_precision(feats.dtype, allow_tf32), UPCAST=upcast,
-        num_warps=tiles.num_warps, num_stages=tiles.num_stages,
-    )  # fmt: skip
+    with on_device(feats=feats, grad_out=grad_out, in_idx=in_idx, out_idx=out_idx):
+        weight_grad_kernel[grid](
+            feats, grad_out, part, in_idx, out_idx, desc[0], desc[1], n_split, split, cin, cout,
+            feats.stride(0), feats.stride(1), grad_out.stride(0), grad_out.stride(1),
+            BLOCK_M=tiles.block_m, BLOCK_K=tiles.block_k, BLOCK_N=tiles.block_n,
+            PRECISION=dot_precision(feats.dtype, allow_tf32), UPCAST=upcast,
+            num_warps=tiles.num_warps, num_stages=tiles.num_stages,
+        )  # fmt: skip
     part = part.view(volume, n_split, cin, cout)
     return part[:, 0] if n_split == 1 else part.sum(dim=1)

@@ -183,3 +183,137 @@ def test_work_report() -> None:
             assert w.launches == len(launch_groups(plan)) == plan.launches
     sep = plan_groups(kmap.counts, GROUPINGS["separate"], kmap.identity_offset, kmap.symmetric)
     assert sep.launches == sum(1 for c in kmap.counts if c)
+
+
+def _record(monkeypatch: pytest.MonkeyPatch, kernel, seen: list) -> None:
+    """Patch ``kernel.run`` to note (kernel name, current launch device, PRECISION) before each launch."""
+    from torchsparse_lite.kernels.device import launch_device  # noqa: PLC0415
+
+    original = kernel.run
+
+    def run(*args, **kwargs):
+        seen.append((kernel.__name__, launch_device(), kwargs.get("PRECISION")))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(kernel, "run", run)
+
+
+def _conv_kernels():
+    from torchsparse_lite.kernels import gather_gemm_scatter, implicit_gemm, weight_grad  # noqa: PLC0415
+
+    return (gather_gemm_scatter.gather_gemm_scatter_kernel, implicit_gemm.implicit_gemm_kernel,
+            weight_grad.weight_grad_kernel)
+
+
+@pytest.mark.parametrize("dataflow", ["atomic", "output_stationary"])
+def test_every_launch_runs_under_the_tensors_device(monkeypatch: pytest.MonkeyPatch, dataflow: str) -> None:
+    seen: list = []
+    for kernel in _conv_kernels():
+        _record(monkeypatch, kernel, seen)
+    kmap = _kmap("conv")
+    feats = torch.randn(kmap.n_in, 8, device=DEVICE, requires_grad=True)
+    weight = torch.randn(kmap.volume, 8, 8, device=DEVICE, requires_grad=True)
+    out = sparse_conv_triton(feats, weight, kmap, "fixed", dataflow=dataflow)
+    out.sum().backward()
+    names = {name for name, _, _ in seen}
+    assert "weight_grad_kernel" in names and len(names) == 2
+    assert all(dev == feats.device for _, dev, _ in seen)
+
+
+def test_on_device_makes_the_tensors_gpu_current(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``on_device`` enters ``torch.cuda.device(<the tensors' device>)`` and refuses mixed devices."""
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from torchsparse_lite.kernels import on_device  # noqa: PLC0415
+    from torchsparse_lite.kernels.device import launch_device  # noqa: PLC0415
+
+    entered = []
+
+    class FakeGuard:
+        def __init__(self, device):
+            self.device = device
+
+        def __enter__(self):
+            entered.append(self.device)
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(torch.cuda, "device", FakeGuard)
+    gpu1 = SimpleNamespace(device=torch.device("cuda", 1))
+    with on_device(feats=gpu1, weight=gpu1):
+        assert launch_device() == torch.device("cuda", 1)
+    assert entered == [torch.device("cuda", 1)] and launch_device() is None
+    with pytest.raises(ValueError, match="weight is on cuda:0 but feats on cuda:1"):
+        with on_device(feats=gpu1, weight=SimpleNamespace(device=torch.device("cuda", 0))):
+            pass
+    with on_device(feats=torch.zeros(1)):  # CPU tensors (the interpreter): no CUDA guard at all
+        assert launch_device() == torch.device("cpu")
+    assert len(entered) == 1
+
+
+def test_tf32_is_an_engine_setting_not_torchs_global_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list = []
+    for kernel in _conv_kernels():
+        _record(monkeypatch, kernel, seen)
+    kmap = _kmap("conv")
+    feats, weight = torch.randn(kmap.n_in, 8, device=DEVICE), torch.randn(kmap.volume, 8, 8, device=DEVICE)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    sparse_conv_triton(feats, weight, kmap, "dense")
+    sparse_conv(feats, weight, kmap, backend="triton", grouping="dense")
+    assert seen and {p for _, _, p in seen} == {"ieee"}, "the default (tf32=False) must not follow torch's flag"
+    seen.clear()
+    with use_config(tf32=True):
+        sparse_conv_triton(feats, weight, kmap, "dense")
+        sparse_conv_triton(feats.half(), weight.half(), kmap, "dense")  # TF32 never applies to half inputs
+    assert [p for _, _, p in seen] == ["tf32", "ieee"]
+    seen.clear()
+    sparse_conv(feats, weight, kmap, backend="triton", grouping="dense", tf32=True)
+    assert [p for _, _, p in seen] == ["tf32"]
+    with pytest.raises(TypeError, match="tf32"):
+        use_config(tf32="yes").__enter__()
+    with pytest.raises(TypeError, match="allow_tf32"):
+        sparse_conv_triton(feats, weight, kmap, "dense", allow_tf32=1)
+
+
+@pytest.mark.parametrize(
+    "dtype,tf32,dataflow",
+    [(torch.float32, False, "atomic"), (torch.float32, True, "output_stationary"), (torch.bfloat16, False, "atomic")],
+)
+def test_gpu_default_tiles(dtype: torch.dtype, tf32: bool, dataflow: str) -> None:
+    """The GPU's default tiles (block_n / block_k at their caps, split weight gradient) give the same numbers.
+
+    Cout 130 spans two or three channel tiles (the last masked), Cin 70 two or
+    more reduction steps, and the 4200 pairs of a 1x1x1 conv exceed
+    ``split_rows`` (4096), so the weight gradient is summed over two partial
+    slices. (The interpreter computes TF32 and bf16 products in fp32: their
+    rounding is checked on a GPU by ``benchmarks/gpu_check.py``.)
+    """
+    from torchsparse_lite.kernels import default_tiles, precision_name  # noqa: PLC0415
+    from torchsparse_lite.kernels.tiles import GPU_CAPS  # noqa: PLC0415
+
+    x = torch.arange(4200, dtype=torch.int32)
+    coords = torch.stack([torch.zeros_like(x), x % 70, x // 70, torch.zeros_like(x)], 1)
+    kmap = build_kernel_map(coords, (1, 1, 1), mode="submanifold").to(DEVICE)
+    tiles = default_tiles(70, 130, False, dtype, tf32)
+    assert (tiles.block_n, tiles.block_k) == GPU_CAPS[precision_name(dtype, tf32)] and tiles.block_n < 130
+    assert tiles.split_rows == 4096 < max(kmap.counts)
+    feats, weight = torch.randn(kmap.n_in, 70), torch.randn(kmap.volume, 70, 130) * 0.2
+    _check(feats, weight, kmap, "separate", dtype=dtype, dataflow=dataflow, tiles=tiles, allow_tf32=tf32)
+
+
+def test_default_tiles_per_precision() -> None:
+    from torchsparse_lite.kernels import default_tiles  # noqa: PLC0415
+
+    wide = {p: default_tiles(256, 256, False, *dt) for p, dt in
+            {"fp32": (torch.float32, False), "tf32": (torch.float32, True), "bf16": (torch.bfloat16, False)}.items()}
+    assert (wide["fp32"].block_n, wide["fp32"].block_k, wide["fp32"].num_warps) == (64, 16, 4)
+    assert (wide["tf32"].block_n, wide["tf32"].block_k, wide["tf32"].num_warps) == (128, 32, 8)
+    assert (wide["bf16"].block_n, wide["bf16"].block_k, wide["bf16"].num_warps) == (128, 64, 8)
+    assert default_tiles(3, 20, False, torch.float16).block_n == 32
+    with pytest.raises(ValueError, match="cin"):
+        default_tiles(0, 16, False)
+    with pytest.raises(TypeError, match="dtype"):
+        default_tiles(16, 16, False, torch.float64)
+    with pytest.raises(ValueError, match="num_warps"):
+        TileConfig(num_warps=3)

@@ -7,7 +7,7 @@ import torch
 from torchsparse_lite.kernels import TritonHashIndex, TritonSortIndex
 
 from tests.reference import random_coords
-from torchsparse_lite.kmap import HashIndex, build_kernel_map, pack
+from torchsparse_lite.kmap import HashIndex, SortIndex, build_kernel_map, pack
 
 pytestmark = pytest.mark.triton
 
@@ -58,3 +58,48 @@ def test_triton_built_maps_equal_torch_maps(builder: str, mode: str, stride: tup
     assert got.counts == ref.counts
     assert torch.equal(got.in_idx, ref.in_idx) and torch.equal(got.out_idx, ref.out_idx)
     assert torch.equal(got.out_coords, ref.out_coords)
+
+
+def _count_launches(monkeypatch: pytest.MonkeyPatch, kernel) -> list[int]:
+    """Patch ``kernel.run`` (what ``kernel[grid](...)`` calls) to count launches; returns the counter."""
+    calls: list[int] = []
+    original = kernel.run
+
+    def run(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(kernel, "run", run)
+    return calls
+
+
+def test_sort_lookup_runs_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Map building calls ``index.lookup``: the Triton sort index must answer it with its kernel."""
+    from torchsparse_lite.kernels import sort_index  # noqa: PLC0415
+
+    calls = _count_launches(monkeypatch, sort_index.sorted_query_kernel)
+    keys = _keys(300, 4).to(DEVICE)
+    queries = torch.cat([keys[::3], _keys(100, 5).to(DEVICE)])
+    hit, rows = TritonSortIndex(keys).lookup(queries)
+    assert len(calls) == 1
+    ref_hit, ref_rows = SortIndex(keys.cpu()).lookup(queries.cpu())
+    assert torch.equal(hit.cpu(), ref_hit) and torch.equal(rows.cpu(), ref_rows)
+
+    calls.clear()
+    coords = random_coords(80, 8, batch=2, generator=torch.Generator().manual_seed(3))
+    builder = "sort" if DEVICE == "cuda" else "triton_sort"
+    got = build_kernel_map(coords.to(DEVICE), (3, 3, 3), mode="submanifold", builder=builder)
+    assert len(calls) == 13, "a symmetric 3x3x3 map queries the 13 offsets before the centre"
+    ref = build_kernel_map(coords, (3, 3, 3), mode="submanifold", builder="sort")
+    assert got.counts == ref.counts and torch.equal(got.in_idx.cpu(), ref.in_idx)
+
+
+def test_hash_index_builds_and_probes_with_its_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchsparse_lite.kernels import hash_index  # noqa: PLC0415
+
+    inserts = _count_launches(monkeypatch, hash_index.hash_insert_kernel)
+    queries = _count_launches(monkeypatch, hash_index.hash_query_kernel)
+    coords = random_coords(80, 8, batch=2, generator=torch.Generator().manual_seed(3))
+    builder = "hash" if DEVICE == "cuda" else "triton_hash"
+    build_kernel_map(coords.to(DEVICE), (3, 3, 3), (2, 2, 2), mode="conv", builder=builder)
+    assert len(inserts) == 1 and len(queries) == 27

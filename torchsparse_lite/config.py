@@ -39,6 +39,12 @@ class EngineConfig:
             after run (no atomics on the GPU).
         chunk_rows: most map rows gathered at once per offset; bounds the
             gather buffer to ``chunk_rows * C`` elements.
+        tf32: fp32 convs on the Triton path multiply on TF32 tensor cores
+            (10 mantissa bits, ~1e-3 relative error, several times faster)
+            instead of full-precision FMA. Off by default, and deliberately
+            independent of ``torch.backends.cuda.matmul.allow_tf32``: a script
+            calling ``torch.set_float32_matmul_precision("high")`` for its
+            dense layers does not change the sparse convs' precision.
     """
 
     kmap_builder: str = "auto"
@@ -47,6 +53,7 @@ class EngineConfig:
     downsample_mode: str = "spconv"
     deterministic: bool = False
     chunk_rows: int = 1 << 17
+    tf32: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("kmap_builder", self.kmap_builder, KMAP_BUILDERS)
@@ -54,6 +61,8 @@ class EngineConfig:
         _check_choice("downsample_mode", self.downsample_mode, DOWNSAMPLE_MODES)
         if not isinstance(self.chunk_rows, int) or self.chunk_rows < 1:
             raise ValueError(f"chunk_rows must be a positive int, got {self.chunk_rows!r}")
+        if not isinstance(self.tf32, bool):
+            raise TypeError(f"tf32 must be a bool, got {self.tf32!r}")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

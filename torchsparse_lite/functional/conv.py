@@ -138,6 +138,7 @@ def sparse_conv(
     *,
     backend: str | None = None,
     grouping: str | GroupingConfig | GroupingTuner | None = None,
+    tf32: bool | None = None,
 ) -> torch.Tensor:
     """Apply a sparse convolution given its kernel map.
 
@@ -149,6 +150,10 @@ def sparse_conv(
         grouping: strategy name, :class:`GroupingConfig`, or a
             :class:`GroupingTuner` that picks (and caches) an adaptive config
             per layer signature and device (see ``torchsparse_lite.grouping``).
+        tf32: fp32 on TF32 tensor cores on the Triton backend; None follows
+            ``get_config().tf32`` (default False), never torch's global
+            ``allow_tf32`` flag. The torch backend is the fp32 reference and
+            ignores it.
 
     Returns:
         [n_out, Cout] output features.
@@ -160,21 +165,33 @@ def sparse_conv(
     if backend not in ("torch", "triton"):
         raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
     grouping = resolve("grouping", grouping)
+    tf32 = resolve("tf32", tf32)
+    if not isinstance(tf32, bool):
+        raise TypeError(f"tf32 must be a bool or None, got {tf32!r}")
     if isinstance(grouping, GroupingTuner):
         grouping = grouping.choose(
-            feats, weight, kmap, lambda cfg: _run(feats.detach(), weight.detach(), kmap, backend, cfg), tag=backend
+            feats,
+            weight,
+            kmap,
+            lambda cfg: _run(feats.detach(), weight.detach(), kmap, backend, cfg, tf32),
+            tag=backend,
         )
-    return _run(feats, weight, kmap, backend, as_grouping(grouping))
+    return _run(feats, weight, kmap, backend, as_grouping(grouping), tf32)
 
 
 def _run(
-    feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap, backend: str, grouping: GroupingConfig
+    feats: torch.Tensor,
+    weight: torch.Tensor,
+    kmap: KernelMap,
+    backend: str,
+    grouping: GroupingConfig,
+    tf32: bool | None = None,
 ) -> torch.Tensor:
-    """Execute the conv on ``backend`` with the given grouping."""
+    """Execute the conv on ``backend`` with the given grouping (``tf32``: Triton fp32 precision, None = config)."""
     if backend == "triton":
         from .. import kernels  # noqa: PLC0415 - Triton is imported only when used
 
-        return kernels.sparse_conv_triton(feats, weight, kmap, grouping=grouping)
+        return kernels.sparse_conv_triton(feats, weight, kmap, grouping=grouping, allow_tf32=tf32)
     if grouping.strategy != "separate":
         return grouped_sparse_conv(feats, weight, kmap, grouping, get_config().chunk_rows)
     return SparseConvFunction.apply(feats, weight, kmap, get_config().chunk_rows)
