@@ -28,9 +28,10 @@ from __future__ import annotations
 import torch
 import triton
 
-from ..config import get_config
-from ..grouping import GroupingConfig, GroupPlan, WorkReport, as_grouping, plan_groups
-from ..kmap.kmap import KernelMap
+from torchsparse_lite.config import get_config
+from torchsparse_lite.grouping import GroupingConfig, GroupPlan, WorkReport, as_grouping, plan_groups
+from torchsparse_lite.kmap.kmap import KernelMap
+
 from .aot import capturing
 from .gather_gemm_scatter import gather_gemm_scatter, gather_gemm_scatter_kernel
 from .implicit_gemm import implicit_gemm, neighbour_table

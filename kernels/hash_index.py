@@ -26,17 +26,21 @@ import torch
 import triton
 import triton.language as tl
 
-from ..kmap.index import EMPTY, _duplicate_error, empty_table
+from torchsparse_lite.kmap.protocol import EMPTY, SPLITMIX_1, SPLITMIX_2, duplicate_error, empty_table, hits
+
 from .device import on_device
 
 BLOCK = 128
+# The SplitMix64 constants of the PyTorch HashIndex, as compile-time constants of the kernels.
+MIX_1 = tl.constexpr(SPLITMIX_1)
+MIX_2 = tl.constexpr(SPLITMIX_2)
 
 
 @triton.jit
 def _home(key, mask_cap):
     # SplitMix64 finaliser, as HashIndex's _hash (int64 wrap-around intended).
-    h = (key ^ (key >> 30)) * -4658895280553007687
-    h = (h ^ (h >> 27)) * -7723592293110705685
+    h = (key ^ (key >> 30)) * MIX_1
+    h = (h ^ (h >> 27)) * MIX_2
     h = h ^ (h >> 31)
     return h & mask_cap
 
@@ -95,7 +99,7 @@ class TritonHashIndex:
                 )
         dup_key = int(dup.item())
         if dup_key != EMPTY:
-            raise _duplicate_error(dup_key, name)
+            raise duplicate_error(dup_key, name)
 
     def query(self, keys: torch.Tensor) -> torch.Tensor:
         """[M] int64 keys (negative = no query) -> [M] int64 rows, -1 where absent."""
@@ -107,3 +111,7 @@ class TritonHashIndex:
                     self.table_keys, self.table_rows, keys, out, keys.numel(), self.mask, BLOCK=BLOCK
                 )
         return out
+
+    def lookup(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries that hit and their rows: ``(query positions [H], rows [H])``."""
+        return hits(self.query(keys))

@@ -17,7 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..kmap.index import EMPTY, HashIndex, SortIndex
+from torchsparse_lite.kmap.protocol import EMPTY, Index, hits, sort_keys
+
 from .device import on_device
 from .hash_index import TritonHashIndex
 
@@ -45,8 +46,16 @@ def sorted_query_kernel(sorted_ptr, order_ptr, keys_ptr, out_ptr, n_keys, n_sort
     tl.store(out_ptr + offs, tl.where(hit, row, -1), mask=inb)
 
 
-class TritonSortIndex(SortIndex):
-    """:class:`~torchsparse_lite.kmap.SortIndex` whose queries run the Triton binary search."""
+class TritonSortIndex:
+    """Sorted packed keys whose queries run the Triton binary search (the :class:`Index` protocol).
+
+    Args:
+        keys: [N] int64 non-negative packed keys (unique), CUDA (or CPU under the interpreter).
+        name: argument name used in the duplicate-key error.
+    """
+
+    def __init__(self, keys: torch.Tensor, name: str = "coords") -> None:
+        self.sorted_keys, self.order, self.in_key_order = sort_keys(keys.contiguous(), name)
 
     def query(self, keys: torch.Tensor) -> torch.Tensor:
         """[M] int64 keys (negative = no query) -> [M] int64 rows, -1 where absent."""
@@ -63,15 +72,13 @@ class TritonSortIndex(SortIndex):
 
     def lookup(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Queries that hit and their rows, ``(positions [H], rows [H])``, answered by the kernel."""
-        found = self.query(keys)
-        hit = torch.nonzero(found >= 0).squeeze(1)
-        return hit, found[hit]
+        return hits(self.query(keys))
 
 
-def make_triton_index(keys: torch.Tensor, builder: str, name: str = "coords") -> HashIndex | SortIndex:
+def make_triton_index(keys: torch.Tensor, builder: str, name: str = "coords") -> Index:
     """Triton counterpart of :func:`~torchsparse_lite.kmap.make_index` (``"hash"`` or ``"sort"``)."""
     if builder == "hash":
-        return TritonHashIndex(keys, name)  # type: ignore[return-value]
+        return TritonHashIndex(keys, name)
     if builder == "sort":
         return TritonSortIndex(keys, name)
     raise ValueError(f"kmap_builder must be 'hash' or 'sort', got {builder!r}")

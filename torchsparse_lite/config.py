@@ -15,7 +15,7 @@ import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-KMAP_BUILDERS = ("auto", "hash", "sort")
+KMAP_BUILDERS = ("auto", "hash", "sort", "triton_hash", "triton_sort")  # triton_*: the Triton indexes by name
 BACKENDS = ("auto", "torch", "triton")
 DOWNSAMPLE_MODES = ("spconv", "minkowski")
 

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 import torch
 
 from .kmap.cache import KernelMapCache
-from .kmap.keys import check_coords, pack, unpack
-from .kmap.offsets import triple
+from .kmap.geometry import triple
+from .kmap.keys import check_coords, pack
+from .kmap.protocol import duplicate_error
 
 
 def check_feats(feats: torch.Tensor, n: int | None = None, name: str = "feats") -> None:
@@ -32,11 +33,7 @@ def check_unique(coords: torch.Tensor, name: str = "coords") -> None:
     keys, counts = torch.unique(pack(coords), return_counts=True)
     if keys.shape[0] == coords.shape[0]:
         return
-    b, x, y, z = unpack(keys[counts > 1][:1]).tolist()[0]
-    raise ValueError(
-        f"{name} holds duplicate coordinates, e.g. (batch={b}, x={x}, y={y}, z={z}); a sparse tensor needs "
-        "one row per voxel: deduplicate with sparse_quantize (or torch.unique with an inverse map)"
-    )
+    raise duplicate_error(int(keys[counts > 1][0]), name)
 
 
 class SparseTensor:

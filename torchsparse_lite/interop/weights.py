@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..kmap.offsets import triple
+from ..kmap.geometry import triple
 
 SPCONV_LAYOUTS = ("KRSC", "RSCK")
 

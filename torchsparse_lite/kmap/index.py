@@ -15,11 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .keys import unpack
-
-_MIX1 = -4658895280553007687  # 0xBF58476D1CE4E5B9 as a signed int64
-_MIX2 = -7723592293110705685  # 0x94D049BB133111EB
-EMPTY = -1
+from ..config import KMAP_BUILDERS
+from .protocol import EMPTY, SPLITMIX_1, SPLITMIX_2, Index, duplicate_error, empty_table, hits, sort_keys
 
 
 def _hash(keys: torch.Tensor) -> torch.Tensor:
@@ -28,30 +25,9 @@ def _hash(keys: torch.Tensor) -> torch.Tensor:
     The packed key's low bits are just z, so the table slot (low bits of the
     hash) must depend on every field: two multiply/xor-shift rounds mix them.
     """
-    h = (keys ^ (keys >> 30)) * _MIX1
-    h = (h ^ (h >> 27)) * _MIX2
+    h = (keys ^ (keys >> 30)) * SPLITMIX_1
+    h = (h ^ (h >> 27)) * SPLITMIX_2
     return h ^ (h >> 31)
-
-
-def _duplicate_error(key: int, name: str) -> ValueError:
-    b, x, y, z = unpack(torch.tensor([key])).tolist()[0]
-    return ValueError(
-        f"{name} holds duplicate coordinates, e.g. (batch={b}, x={x}, y={y}, z={z}); a sparse tensor "
-        "needs one row per voxel: deduplicate with sparse_quantize (or torch.unique with an inverse map)"
-    )
-
-
-def empty_table(n: int, device: torch.device) -> tuple[int, torch.Tensor, torch.Tensor]:
-    """An empty open-addressing table for ``n`` keys: (slot mask, keys [cap], rows [cap]).
-
-    The capacity is the smallest power of two >= 2n (load factor <= 0.5, so
-    probe sequences stay short), at least 16.
-    """
-    cap = 16
-    while cap < 2 * n:
-        cap *= 2
-    keys = torch.full((cap,), EMPTY, dtype=torch.int64, device=device)
-    return cap - 1, keys, torch.full_like(keys, EMPTY)
 
 
 class HashIndex:
@@ -78,7 +54,7 @@ class HashIndex:
             won = self.table_rows[slot] == pending
             same = (self.table_keys[slot] == keys[pending]) & ~won
             if bool(same.any()):
-                raise _duplicate_error(int(keys[pending[same][0]]), name)
+                raise duplicate_error(int(keys[pending[same][0]]), name)
             pending = pending[~won]
             probe += 1
 
@@ -97,6 +73,10 @@ class HashIndex:
             probe += 1
         return rows
 
+    def lookup(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries that hit and their rows: ``(query positions [H], rows [H])``."""
+        return hits(self.query(keys))
+
 
 class SortIndex:
     """Sorted packed keys answered by binary search.
@@ -107,18 +87,7 @@ class SortIndex:
     """
 
     def __init__(self, keys: torch.Tensor, name: str = "coords") -> None:
-        # Coordinates usually arrive in key order already (sparse_quantize and
-        # strided outputs come from torch.unique): then there is nothing to sort
-        # and rows are their own key ranks (``in_key_order``).
-        self.in_key_order = keys.numel() < 2 or bool((keys[1:] > keys[:-1]).all())
-        if self.in_key_order:
-            self.sorted_keys, self.order = keys, torch.arange(keys.numel(), device=keys.device)
-            return
-        self.sorted_keys, self.order = torch.sort(keys)
-        if keys.numel() > 1:
-            dup = self.sorted_keys[1:] == self.sorted_keys[:-1]
-            if bool(dup.any()):
-                raise _duplicate_error(int(self.sorted_keys[1:][dup][0]), name)
+        self.sorted_keys, self.order, self.in_key_order = sort_keys(keys, name)
 
     def lower_bound(self, keys: torch.Tensor) -> torch.Tensor:
         """[M] positions in ``[0, N]`` of the first sorted key ``>= keys``."""
@@ -150,19 +119,7 @@ class SortIndex:
         return hit, self.order[pos[hit]]
 
 
-def lookup(index: object, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Queries that hit and their rows: ``(query positions [H], rows [H])``.
-
-    Works with any index exposing ``query``; uses ``index.lookup`` when present.
-    """
-    if hasattr(index, "lookup"):
-        return index.lookup(keys)
-    found = index.query(keys)
-    hit = torch.nonzero(found >= 0).squeeze(1)
-    return hit, found[hit]
-
-
-def make_index(keys: torch.Tensor, builder: str, name: str = "coords") -> HashIndex | SortIndex:
+def make_index(keys: torch.Tensor, builder: str, name: str = "coords") -> Index:
     """Build the index named by ``builder``: ``"hash"``, ``"sort"`` or ``"auto"``.
 
     ``"auto"`` takes the sort index on the CPU (vectorised binary search beats
@@ -173,11 +130,11 @@ def make_index(keys: torch.Tensor, builder: str, name: str = "coords") -> HashIn
     if builder in ("triton_hash", "triton_sort") or (keys.is_cuda and builder in ("hash", "sort")):
         # CUDA keys get the Triton-kernel index of the same kind; the explicit
         # "triton_*" names let tests run it on the CPU under TRITON_INTERPRET=1.
-        from ..kernels import make_triton_index  # noqa: PLC0415 - Triton is imported only when used
+        from ..kernels.sort_index import make_triton_index  # noqa: PLC0415 - Triton is imported only when used
 
         return make_triton_index(keys, builder.removeprefix("triton_"), name)
     if builder == "hash":
         return HashIndex(keys, name)
     if builder == "sort":
         return SortIndex(keys, name)
-    raise ValueError(f"kmap_builder must be 'auto', 'hash' or 'sort', got {builder!r}")
+    raise ValueError(f"kmap_builder must be one of {KMAP_BUILDERS}, got {builder!r}")

@@ -16,7 +16,7 @@ import torch
 
 from .columns import column_hits, plan_columns
 from .geometry import MODES, ConvGeometry, triple
-from .index import SortIndex, lookup, make_index
+from .index import SortIndex, make_index
 from .keys import COORD_BITS, MAX_COORD, check_coords, pack
 from .outputs import check_bound, output_coords
 
@@ -191,7 +191,7 @@ def _offset_pairs(
         ok = fits if ok is None else ok & fits
     if ok is not None:
         keys = torch.where(ok, keys, -1)
-    hit, found = lookup(index, keys)
+    hit, found = index.lookup(keys)
     if q.row_of is None:
         return found, hit
     out_rows, by_row = torch.sort(q.row_of[hit])

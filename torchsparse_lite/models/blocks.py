@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from .. import nn as spnn
-from ..kmap.offsets import triple
+from ..kmap.geometry import triple
 from ..tensor import SparseTensor, cat
 
 

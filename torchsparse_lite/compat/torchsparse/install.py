@@ -26,7 +26,7 @@ NAMES = (
 
 
 def _modules() -> dict[str, types.ModuleType]:
-    from .. import torchsparse as pkg  # noqa: PLC0415 - the package imports this module
+    pkg = sys.modules[__package__]  # this package (its __init__ imported this module, so it is loaded)
 
     return {
         "torchsparse": pkg,

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from ...kmap.cache import KernelMapCache
+from ...kmap.geometry import triple
 from ...kmap.keys import check_coords
-from ...kmap.offsets import triple
 from ...tensor import SparseTensor as NativeSparseTensor
 from ...tensor import check_unique
 
