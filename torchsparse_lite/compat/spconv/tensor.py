@@ -192,12 +192,16 @@ class SparseConvTensor:
     def dense(self, channels_first: bool = True) -> torch.Tensor:
         """Scatter into a dense ``[B, C, *spatial_shape]`` (``[B, *spatial_shape, C]`` if not channels_first)."""
         c = self._features.shape[1]
-        out = self._features.new_zeros([self.batch_size, *self.spatial_shape, c])
-        idx = self.indices.to(self._features.device).long()
-        out[tuple(idx.t())] = self._features
+        idx = tuple(self.indices.to(self._features.device).long().t())
         if not channels_first:
+            out = self._features.new_zeros([self.batch_size, *self.spatial_shape, c])
+            out[idx] = self._features
             return out
-        return out.permute(0, self.ndim + 1, *range(1, self.ndim + 1)).contiguous()
+        # Scatter straight into the channels-first grid through a channel-last view: no
+        # full-grid permute copy (spconv's way), which costs more than the scatter itself.
+        out = self._features.new_zeros([self.batch_size, c, *self.spatial_shape])
+        out.permute(0, *range(2, self.ndim + 2), 1)[idx] = self._features
+        return out
 
     @classmethod
     def from_dense(cls, x: torch.Tensor) -> SparseConvTensor:
