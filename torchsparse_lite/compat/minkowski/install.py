@@ -11,9 +11,8 @@ those names pointed to before.
 from __future__ import annotations
 
 import importlib
-import sys
-from dataclasses import dataclass, field
-from types import ModuleType
+
+from ..registry import Installation, install_modules, uninstall_modules
 
 PACKAGE = __name__.rsplit(".", 1)[0]
 
@@ -38,50 +37,22 @@ MODULES = {
 }
 
 
-@dataclass
-class Installation:
-    """What :func:`install` replaced; :meth:`uninstall` restores it (idempotent)."""
-
-    saved: dict[str, ModuleType | None] = field(default_factory=dict)
-    active: bool = True
-
-    def uninstall(self) -> None:
-        if not self.active:
-            return
-        for name, previous in self.saved.items():
-            if previous is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = previous
-        self.active = False
-        if self in _STACK:
-            _STACK.remove(self)
-
-    def __enter__(self) -> Installation:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.uninstall()
-
-
-_STACK: list[Installation] = []
+ROOTS = ("MinkowskiEngine",)
 
 
 def install() -> Installation:
-    """Register this package under ``MinkowskiEngine`` and its submodule names; returns the undo handle."""
-    handle = Installation()
-    for name, sub in MODULES.items():
-        module = importlib.import_module(f"{PACKAGE}.{sub}" if sub else PACKAGE)
-        handle.saved[name] = sys.modules.get(name)
-        sys.modules[name] = module
-    _STACK.append(handle)
-    return handle
+    """Register this package under ``MinkowskiEngine`` and its submodule names; returns the undo handle.
+
+    Raises:
+        RuntimeError: already installed (uninstall first).
+    """
+    modules = {name: importlib.import_module(f"{PACKAGE}.{sub}" if sub else PACKAGE) for name, sub in MODULES.items()}
+    return install_modules(PACKAGE, ROOTS, modules)
 
 
 def uninstall(handle: Installation | None = None) -> None:
-    """Undo ``handle`` (default: the latest :func:`install` still active)."""
-    if handle is None:
-        if not _STACK:
-            return
-        handle = _STACK[-1]
-    handle.uninstall()
+    """Undo ``handle`` (default: the active :func:`install`)."""
+    if handle is not None:
+        handle.uninstall()
+    else:
+        uninstall_modules(ROOTS)

@@ -14,6 +14,7 @@ import importlib
 import sys
 import types
 
+from ..registry import Installation, install_modules, uninstall_modules
 from .modules import ConvAlgo
 
 PACKAGE = __name__.rsplit(".", 1)[0]
@@ -26,8 +27,7 @@ SUBMODULES = {
 }  # fmt: skip
 
 
-def _is_spconv(name: str) -> bool:
-    return name == "spconv" or name.startswith("spconv.")
+ROOTS = ("spconv",)
 
 
 def _top_modules(package: types.ModuleType) -> dict[str, types.ModuleType]:
@@ -41,66 +41,32 @@ def _top_modules(package: types.ModuleType) -> dict[str, types.ModuleType]:
     return {"spconv": top, "spconv.core": core}
 
 
-class Installation:
-    """Handle of one :func:`install`; :meth:`uninstall` (or leaving a ``with`` block) undoes it."""
-
-    def __init__(self, ours: dict[str, types.ModuleType], saved: dict[str, types.ModuleType]) -> None:
-        self._ours, self._saved = ours, saved
-        self.module = ours["spconv.pytorch"]
-        self.active = True
-
-    def uninstall(self) -> None:
-        """Remove the registered names (and spconv submodules imported meanwhile); restore the saved ones."""
-        if not self.active:
-            return
-        for name in [n for n in sys.modules if _is_spconv(n)]:
-            del sys.modules[name]
-        sys.modules.update(self._saved)
-        self.active = False
-        _ACTIVE.clear()
-
-    def __enter__(self) -> Installation:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.uninstall()
-
-
-_ACTIVE: list[Installation] = []
-
-
 def install() -> Installation:
     """Register this package as ``spconv.pytorch`` (plus ``spconv``, ``spconv.core`` and the submodules).
 
     Returns:
-        the :class:`Installation` handle; undo with ``handle.uninstall()``,
-        :func:`uninstall` or ``with install(): ...`` (tests must undo it: the
-        real spconv may be installed and used elsewhere).
+        the :class:`Installation` handle (its ``module`` is this package); undo
+        with ``handle.uninstall()``, :func:`uninstall` or ``with install(): ...``
+        (tests must undo it: the real spconv may be installed and used elsewhere).
 
     Raises:
         RuntimeError: already installed.
     """
-    if _ACTIVE:
-        raise RuntimeError("torchsparse_lite.compat.spconv is already installed; call uninstall() first")
     package = importlib.import_module(PACKAGE)
-    saved = {name: mod for name, mod in sys.modules.items() if _is_spconv(name)}
-    for name in saved:
-        del sys.modules[name]
     ours = _top_modules(package)
     ours["spconv.pytorch"] = package
     for alias, module in SUBMODULES.items():
         ours[f"spconv.pytorch.{alias}"] = importlib.import_module(f"{PACKAGE}.{module}")
-    sys.modules.update(ours)
-    _ACTIVE.append(Installation(ours, saved))
-    return _ACTIVE[0]
+    handle = install_modules(PACKAGE, ROOTS, ours)
+    handle.module = package
+    return handle
 
 
 def uninstall() -> None:
     """Undo :func:`install` (a no-op when not installed)."""
-    if _ACTIVE:
-        _ACTIVE[0].uninstall()
+    uninstall_modules(ROOTS)
 
 
 def installed() -> bool:
     """True while :func:`install` is in effect."""
-    return bool(_ACTIVE)
+    return sys.modules.get("spconv.pytorch") is importlib.import_module(PACKAGE)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import sys
 import types
 
+from ..registry import Installation, install_modules, uninstall_modules
+
 __all__ = ["Installation", "install", "uninstall"]
 
 NAMES = (
@@ -39,52 +41,15 @@ def _modules() -> dict[str, types.ModuleType]:
     }
 
 
-class Installation:
-    """Handle of one :func:`install`: what ``sys.modules`` held before, restored by :meth:`uninstall`."""
-
-    def __init__(self, saved: dict[str, types.ModuleType | None]) -> None:
-        self._saved = saved
-        self.active = True
-
-    def uninstall(self) -> None:
-        """Restore the previous ``sys.modules`` entries (idempotent)."""
-        if not self.active:
-            return
-        for name, module in self._saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
-        self.active = False
-        if _ACTIVE and _ACTIVE[-1] is self:
-            _ACTIVE.pop()
-
-    def __enter__(self) -> Installation:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.uninstall()
-
-
-_ACTIVE: list[Installation] = []
-
-
 def install() -> Installation:
     """Register the compat modules as ``torchsparse`` & co.; returns the handle that undoes it.
 
     Raises:
         RuntimeError: already installed (uninstall first).
     """
-    if _ACTIVE:
-        raise RuntimeError("torchsparse_lite.compat.torchsparse is already installed; call uninstall() first")
-    modules = _modules()
-    handle = Installation({name: sys.modules.get(name) for name in NAMES})
-    sys.modules.update(modules)
-    _ACTIVE.append(handle)
-    return handle
+    return install_modules(__package__, ("torchsparse",), _modules())
 
 
 def uninstall() -> None:
     """Undo the active :func:`install` (no-op when not installed)."""
-    if _ACTIVE:
-        _ACTIVE[-1].uninstall()
+    uninstall_modules(("torchsparse",))
