@@ -16,17 +16,6 @@ from ..registry import Installation, install_modules, uninstall_modules
 
 __all__ = ["Installation", "install", "uninstall"]
 
-NAMES = (
-    "torchsparse",
-    "torchsparse.tensor",
-    "torchsparse.nn",
-    "torchsparse.nn.functional",
-    "torchsparse.utils",
-    "torchsparse.utils.quantize",
-    "torchsparse.utils.collate",
-)
-
-
 def _modules() -> dict[str, types.ModuleType]:
     pkg = sys.modules[__package__]  # this package (its __init__ imported this module, so it is loaded)
 
