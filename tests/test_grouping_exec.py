@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from reference import random_coords
 
-from tests.reference import random_coords
 from torchsparse_lite import SparseTensor
 from torchsparse_lite.functional.conv import SparseConvFunction, sparse_conv
 from torchsparse_lite.grouping import (

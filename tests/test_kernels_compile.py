@@ -41,9 +41,9 @@ REGIMES = ((3, 20), (32, 64), (128, 256))
 
 def capture_all():
     """The launches of every conv case and both indexes, bound for ``ARCHS`` (none is run)."""
+    from reference import random_coords  # noqa: PLC0415
     from torchsparse_lite.kernels import TritonHashIndex, TritonSortIndex, aot, sparse_conv_triton  # noqa: PLC0415
 
-    from tests.reference import random_coords  # noqa: PLC0415
     from torchsparse_lite.grouping import GroupingConfig  # noqa: PLC0415
     from torchsparse_lite.kmap import build_kernel_map, pack  # noqa: PLC0415
 

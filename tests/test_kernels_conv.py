@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from reference import random_coords
 from torchsparse_lite.kernels import TileConfig, launch_groups, sparse_conv_triton, triton_work
 
-from tests.reference import random_coords
 from torchsparse_lite import use_config
 from torchsparse_lite.functional.conv import SparseConvFunction, sparse_conv
 from torchsparse_lite.grouping import GroupingConfig, plan_groups

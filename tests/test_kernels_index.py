@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from reference import random_coords
 from torchsparse_lite.kernels import TritonHashIndex, TritonSortIndex
 
-from tests.reference import random_coords
 from torchsparse_lite.kmap import HashIndex, SortIndex, build_kernel_map, pack
 
 pytestmark = pytest.mark.triton
