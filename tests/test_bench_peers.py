@@ -14,7 +14,7 @@ from torchsparse_lite.bench.runner import RunOptions, bench_layer
 from torchsparse_lite.bench.workloads import Workload
 from torchsparse_lite.nn import Conv3d
 
-pytest.importorskip("spconv.pytorch")
+sp = pytest.importorskip("spconv.pytorch")
 spconv_ops = pytest.importorskip("spconv.pytorch.ops")
 from torchsparse_lite.bench.peers import SpconvConv, to_spconv_weight  # noqa: E402
 
@@ -181,3 +181,27 @@ def test_forward_refuses_tensors_without_pairs(one_thread, pair_builds):
     pair_builds()
     x = peer.prepare(feats)
     assert x.find_indice_pair("bench") is not None  # taken from the first call's OUTPUT indice_dict
+
+
+def test_spconv_minkunet_mirror_matches_native() -> None:
+    """The spconv MinkUNet mirror, loaded with the native weights, gives the native logits (1 thread)."""
+    from torchsparse_lite.bench.peers.spconv_minkunet import build_spconv_minkunet  # noqa: PLC0415
+    from torchsparse_lite.interop import to_spconv_state_dict  # noqa: PLC0415
+    from torchsparse_lite.models import MinkUNet  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    native = MinkUNet(4, 5, cr=0.25).eval()
+    for m in native.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    g = torch.Generator().manual_seed(1)
+    xyz = torch.randint(0, 24, (600, 3), generator=g)
+    coords = torch.unique(torch.cat([torch.zeros(600, 1, dtype=torch.int64), xyz], 1), dim=0).int()
+    feats = torch.randn(len(coords), 4, generator=g)
+    mirror = build_spconv_minkunet(sp, native).eval()
+    mirror.load_state_dict(to_spconv_state_dict(native), strict=True)
+    with torch.no_grad():
+        ours = native(SparseTensor(feats, coords))
+        theirs = mirror(sp.SparseConvTensor(feats, coords, [32, 32, 32], 1))
+    assert torch.allclose(ours, theirs, atol=1e-5, rtol=1e-5), float((ours - theirs).abs().max())
