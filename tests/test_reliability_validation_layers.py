@@ -200,12 +200,23 @@ def test_conv_channels_wrong_type() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [({"kmap_builder": "tree"}, "kmap_builder"), ({"backend": "cuda"}, "backend"),
-     ({"downsample_mode": "max"}, "downsample_mode"), ({"chunk_rows": 0}, "chunk_rows")],
+     ({"downsample_mode": "max"}, "downsample_mode"), ({"chunk_rows": 0}, "chunk_rows"),
+     ({"grouping": "clustered"}, "grouping")],
 )
 def test_config_bad_values(kwargs, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         with tsl.use_config(**kwargs):
             pass
+
+
+def test_config_grouping_kinds() -> None:
+    with pytest.raises(TypeError, match="grouping"):
+        tsl.set_config(grouping=3)
+    from torchsparse_lite.grouping import GroupingConfig, GroupingTuner  # noqa: PLC0415
+
+    for value in ("dense", GroupingConfig("fixed", group_size=2), GroupingTuner()):
+        with tsl.use_config(grouping=value) as cfg:
+            assert cfg.grouping is value
 
 
 def test_config_unknown_name() -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 KMAP_BUILDERS = ("auto", "hash", "sort", "triton_hash", "triton_sort")  # triton_*: the Triton indexes by name
 BACKENDS = ("auto", "torch", "triton")
 DOWNSAMPLE_MODES = ("spconv", "minkowski")
+GROUPING_STRATEGIES = ("separate", "fixed", "adaptive", "dense")
 
 
 @dataclass(frozen=True)
@@ -59,10 +60,22 @@ class EngineConfig:
         _check_choice("kmap_builder", self.kmap_builder, KMAP_BUILDERS)
         _check_choice("backend", self.backend, BACKENDS)
         _check_choice("downsample_mode", self.downsample_mode, DOWNSAMPLE_MODES)
+        _check_grouping(self.grouping)
         if not isinstance(self.chunk_rows, int) or self.chunk_rows < 1:
             raise ValueError(f"chunk_rows must be a positive int, got {self.chunk_rows!r}")
         if not isinstance(self.tf32, bool):
             raise TypeError(f"tf32 must be a bool, got {self.tf32!r}")
+
+
+def _check_grouping(value: object) -> None:
+    """A strategy name, a ``GroupingConfig`` (has ``strategy``) or a ``GroupingTuner`` (has ``choose``)."""
+    if isinstance(value, str):
+        _check_choice("grouping", value, GROUPING_STRATEGIES)
+    elif not (hasattr(value, "strategy") or callable(getattr(value, "choose", None))):
+        raise TypeError(
+            f"grouping must be a strategy name {GROUPING_STRATEGIES}, a GroupingConfig or a GroupingTuner, "
+            f"got {type(value).__name__}"
+        )
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-STRATEGIES = ("separate", "fixed", "adaptive", "dense")
+from ..config import GROUPING_STRATEGIES as STRATEGIES
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..functional.conv import sparse_conv
+from ..grouping import GroupingConfig, GroupingTuner
 from ..kmap.geometry import ConvGeometry, default_padding, triple
 from ..kmap.kmap import KernelMap
 from ..tensor import SparseTensor
@@ -67,7 +68,7 @@ class Conv3d(nn.Module):
         map_key: str | None = None,
         kmap_builder: str | None = None,
         backend: str | None = None,
-        grouping: str | None = None,
+        grouping: str | GroupingConfig | GroupingTuner | None = None,
         downsample_mode: str | None = None,
     ) -> None:
         super().__init__()
