@@ -82,3 +82,24 @@ def test_quantize_is_deterministic() -> None:
     pts = np.random.default_rng(0).normal(size=(5000, 3)).astype(np.float32)
     a, b = sparse_quantize(pts, 0.2), sparse_quantize(pts.copy(), 0.2)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_deterministic_mode_pins_the_tuner(monkeypatch) -> None:
+    """With deterministic=True a GroupingTuner times nothing and takes the same choice every run."""
+    from torchsparse_lite.functional.conv import sparse_conv  # noqa: PLC0415
+    from torchsparse_lite.grouping import GroupingTuner  # noqa: PLC0415
+    from torchsparse_lite.grouping import tuner as tuner_mod  # noqa: PLC0415
+    from torchsparse_lite.kmap import build_kernel_map  # noqa: PLC0415
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("a deterministic run must not time grouping candidates")
+
+    monkeypatch.setattr(tuner_mod, "_time", no_timing)
+    g = torch.Generator().manual_seed(3)
+    coords = random_coords(500, 12, 1, g)
+    kmap = build_kernel_map(coords, 3)
+    feats, weight = torch.randn(len(coords), 8, generator=g), torch.randn(27, 8, 8, generator=g)
+    with tsl.use_config(deterministic=True):
+        runs = [sparse_conv(feats, weight, kmap, grouping=GroupingTuner()) for _ in range(2)]
+    assert torch.equal(runs[0], runs[1])
+    assert GroupingTuner().fixed_choice(kmap) == GroupingTuner().fixed_choice(kmap)

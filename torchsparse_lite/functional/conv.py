@@ -149,7 +149,9 @@ def sparse_conv(
         backend: ``"torch"``, ``"triton"`` or ``"auto"`` (Triton on CUDA).
         grouping: strategy name, :class:`GroupingConfig`, or a
             :class:`GroupingTuner` that picks (and caches) an adaptive config
-            per layer signature and device (see ``torchsparse_lite.grouping``).
+            per layer signature and device (see ``torchsparse_lite.grouping``);
+            with ``deterministic=True`` the tuner does not time anything and
+            takes :meth:`GroupingTuner.fixed_choice`, a function of the map alone.
         tf32: fp32 on TF32 tensor cores on the Triton backend; None follows
             ``get_config().tf32`` (default False), never torch's global
             ``allow_tf32`` flag. The torch backend is the fp32 reference and
@@ -168,7 +170,10 @@ def sparse_conv(
     tf32 = resolve("tf32", tf32)
     if not isinstance(tf32, bool):
         raise TypeError(f"tf32 must be a bool or None, got {tf32!r}")
-    if isinstance(grouping, GroupingTuner):
+    if isinstance(grouping, GroupingTuner) and get_config().deterministic:
+        # A timed choice can differ run to run, and groupings sum in different orders.
+        grouping = grouping.fixed_choice(kmap)
+    elif isinstance(grouping, GroupingTuner):
         grouping = grouping.choose(
             feats,
             weight,

@@ -111,6 +111,11 @@ class GroupingTuner:
                     out.append(cfg)
         return out
 
+    def fixed_choice(self, kmap: KernelMap) -> GroupingConfig:
+        """The choice made without timing (deterministic mode): the first candidate, a function of the map only."""
+        found = self.candidates(kmap)
+        return found[0] if found else GroupingConfig("adaptive")
+
     def choose(
         self,
         feats: torch.Tensor,
