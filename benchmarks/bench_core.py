@@ -49,10 +49,10 @@ from torchsparse_lite.bench.compare import OK, WRONG, Check, check_close  # noqa
 from torchsparse_lite.bench.env import machine_info  # noqa: E402
 from torchsparse_lite.bench.peers import SpconvConv, spconv_available  # noqa: E402
 from torchsparse_lite.bench.reference import autograd_conv  # noqa: E402
-from torchsparse_lite.bench.timing import measure  # noqa: E402
 from torchsparse_lite.bench.workloads import real_workloads, synthetic_workloads  # noqa: E402
 from torchsparse_lite.functional.conv import sparse_conv  # noqa: E402
 from torchsparse_lite.kmap import build_kernel_map  # noqa: E402
+from torchsparse_lite.utils.timing import measure  # noqa: E402
 
 KS = (3, 3, 3)
 

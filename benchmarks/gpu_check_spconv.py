@@ -28,8 +28,8 @@ from gpu_check_common import NET_TOL, PASS, PRECISIONS, SKIP, rel_err, row
 from torch import nn
 
 from torchsparse_lite.bench.compare import align_rows
-from torchsparse_lite.bench.timing import measure
 from torchsparse_lite.kmap.offsets import padding as default_padding
+from torchsparse_lite.utils.timing import measure
 
 
 def available() -> bool:

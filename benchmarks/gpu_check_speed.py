@@ -26,13 +26,13 @@ from torchsparse_lite.kernels import sparse_conv_triton
 from tqdm import tqdm
 
 from torchsparse_lite.bench.layers import LayerSpec, build_map, make_case, model_layers
-from torchsparse_lite.bench.timing import measure
 from torchsparse_lite.config import use_config
 from torchsparse_lite.functional.conv import SparseConvFunction
 from torchsparse_lite.grouping import GroupingConfig
 from torchsparse_lite.models import MinkUNet
 from torchsparse_lite.models.stats import count_macs
 from torchsparse_lite.tensor import SparseTensor
+from torchsparse_lite.utils.timing import measure
 
 GROUPING_CONFIGS = {
     "separate": GroupingConfig("separate"),

@@ -12,9 +12,9 @@ from torchsparse_lite.bench.compare import OK, WRONG, align_rows, check_close
 from torchsparse_lite.bench.memory import peak_memory
 from torchsparse_lite.bench.report import add_ratios, format_summary, format_table
 from torchsparse_lite.bench.sweeps import epsilon_sweep, power_law
-from torchsparse_lite.bench.timing import measure, quantile, summarize
 from torchsparse_lite.bench.workloads import DATA_ENV, REAL_SCANS, Workload, batched, data_root, real_workloads, tiled
 from torchsparse_lite.kmap import build_kernel_map
+from torchsparse_lite.utils.timing import measure, quantile, summarize
 
 
 class FakeClock:

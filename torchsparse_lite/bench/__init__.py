@@ -11,7 +11,7 @@ Run it with ``python -m torchsparse_lite bench --help``. Building blocks:
 * :mod:`.report`, :mod:`.plots` — tables, JSON, PNG figures.
 """
 
+from ..utils.timing import Timing, measure, summarize
 from .compare import Check, check_close
-from .timing import Timing, measure, summarize
 
 __all__ = ["Check", "Timing", "check_close", "measure", "summarize"]

@@ -9,9 +9,9 @@ import torch
 from ..config import use_config
 from ..grouping import GroupingTuner
 from ..tensor import SparseTensor
+from ..utils.timing import measure
 from .compare import ERROR, OK, SKIPPED, Check, check_close
 from .memory import peak_memory
-from .timing import measure
 from .workloads import Workload
 
 NETWORKS = ("minkunet", "resnet")

@@ -21,13 +21,13 @@ import torch
 
 from ..functional.conv import sparse_conv
 from ..grouping import GroupingConfig, GroupingTuner, plan_groups
+from ..utils.timing import measure
 from .compare import ERROR, OK, SKIPPED, WRONG, Check, check_close
 from .layers import LayerCase, LayerSpec, build_map, make_case
 from .memory import peak_memory
 from .peers import SpconvConv, spconv_available, spconv_info
 from .reference import autograd_conv
 from .sweeps import epsilon_sweep
-from .timing import measure
 from .workloads import Workload
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

@@ -12,9 +12,9 @@ from tqdm.auto import tqdm
 from ..functional.conv import sparse_conv
 from ..grouping import GroupingConfig, plan_groups
 from ..kmap.kmap import KernelMap, build_kernel_map
+from ..utils.timing import measure
 from .compare import OK, Check, check_close
 from .peers import SpconvConv, spconv_available
-from .timing import measure
 from .workloads import Workload, tiled
 
 DEFAULT_EPSILONS = tuple(round(0.05 * i, 2) for i in range(0, 20))

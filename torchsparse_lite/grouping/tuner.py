@@ -9,8 +9,6 @@ grouping of the batched-matmul path is not the best of the fused kernels.
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -18,6 +16,7 @@ import torch
 
 from ..kmap.geometry import ConvGeometry
 from ..kmap.kmap import KernelMap
+from ..utils.timing import measure
 from .config import GroupingConfig
 from .plan import plan_groups
 
@@ -45,17 +44,8 @@ def layer_signature(kmap: KernelMap, weight: torch.Tensor) -> LayerSignature:
 
 
 def _time(run: Callable[[], object], device: torch.device, repeats: int) -> float:
-    """Median wall time of ``run`` in seconds after one warm-up call."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    run()
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    """Median wall time of ``run`` in seconds after one warm-up call (device-synchronised on CUDA)."""
+    return measure(run, warmup=1, reps=repeats, device=device).median
 
 
 class GroupingTuner:

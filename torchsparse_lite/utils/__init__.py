@@ -1,4 +1,4 @@
-"""Utilities: voxelization and batching."""
+"""Utilities: voxelization and batching (``quantize``), and the timing primitives (``timing``)."""
 
 from .quantize import Quantized, sparse_collate, sparse_quantize
 
