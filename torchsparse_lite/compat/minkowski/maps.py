@@ -19,14 +19,10 @@ and ``coordinate_map_manager.cpp``:
 Row order of new sets: the input's order for inputs (first occurrences), else
 sorted by (batch, x, y, z); ME's order there is its hash table's.
 
-Maps onto a set that the cache did not produce are built by
-:func:`build_onto`; a transposed one as the transpose of the conv map from the
-finer set, the form in which the cache stores transposed maps.
+Maps onto a set that the cache did not produce are built by :func:`build_onto`.
 """
 
 from __future__ import annotations
-
-from dataclasses import replace
 
 import torch
 
@@ -102,15 +98,7 @@ def _memo(
 
 
 def build_onto(in_c: torch.Tensor, out_c: torch.Tensor, geometry: ConvGeometry) -> KernelMap:
-    """The map of ``geometry`` from ``in_c`` onto the given output set ``out_c``.
-
-    A transposed map is built as the transpose of the conv map from ``out_c``
-    onto ``in_c`` (the form the native cache stores a transposed map in);
-    this also keeps clear of the native builder's direct transposed path,
-    whose column search mis-signs stride-1 transposed taps.
-    """
-    if geometry.mode == "transposed":
-        return build_map(out_c, replace(geometry, mode="conv"), out_coords=in_c, builder=_builder()).transpose()
+    """The map of ``geometry`` from ``in_c`` onto the given output set ``out_c``."""
     return build_map(in_c, geometry, out_coords=out_c, builder=_builder())
 
 
