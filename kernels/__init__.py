@@ -1,7 +1,8 @@
 """Triton kernels for torchsparse_lite (installed as ``torchsparse_lite.kernels``).
 
-* :func:`sparse_conv_triton` — fused gather-GEMM-scatter sparse conv with
-  autograd, executing a grouping plan in an atomic or output-stationary dataflow.
+* :func:`run_plan` — fused gather-GEMM-scatter sparse conv with autograd,
+  executing an execution plan in an atomic or output-stationary dataflow;
+  :func:`sparse_conv_triton` plans from explicit arguments and runs it.
 * :class:`TritonHashIndex`, :class:`TritonSortIndex` — coordinate indexes
   (open-addressing hash table / sorted keys + binary search) built and
   queried by Triton kernels, for kernel-map building on the GPU.
@@ -10,12 +11,15 @@
 * :func:`on_device` — every launch runs under its tensors' device and stream.
 """
 
+from torchsparse_lite.config import DATAFLOWS
+
 from .conv import (
-    DATAFLOWS,
+    LaunchData,
     TritonConvFunction,
+    launch_data,
     launch_groups,
-    resolve_dataflow,
-    resolve_tf32,
+    plan_tiles,
+    run_plan,
     sparse_conv_triton,
     triton_work,
 )
@@ -28,15 +32,17 @@ __all__ = [
     "DATAFLOWS",
     "TileConfig",
     "TritonConvFunction",
+    "LaunchData",
     "TritonHashIndex",
     "TritonSortIndex",
     "default_tiles",
+    "launch_data",
     "launch_groups",
     "make_triton_index",
     "on_device",
+    "plan_tiles",
     "precision_name",
-    "resolve_dataflow",
-    "resolve_tf32",
+    "run_plan",
     "sparse_conv_triton",
     "triton_work",
 ]

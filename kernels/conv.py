@@ -1,35 +1,45 @@
-"""Sparse conv on Triton: executes a grouping plan with the fused kernels, with autograd.
+"""Sparse conv on Triton: executes an execution plan with the fused kernels, with autograd.
 
-Two dataflows run the same :class:`~torchsparse_lite.grouping.GroupPlan`
-(one launch per group, the identity tap as one more launch):
+The launcher reads one frozen :class:`~torchsparse_lite.grouping.ExecutionPlan`
+(made by ``functional.plan``, or by :func:`sparse_conv_triton` from explicit
+arguments) and never the engine config. Two dataflows run the same
+:class:`~torchsparse_lite.grouping.GroupPlan` (one launch per group, the
+identity tap as one more launch):
 
 * ``"atomic"`` — weight-stationary fused gather-GEMM-scatter
   (:mod:`.gather_gemm_scatter`), scatter by ``atomic_add``; the summation
   order of an output row varies from run to run.
 * ``"output_stationary"`` — implicit GEMM over a neighbour table
-  (:mod:`.implicit_gemm`), no atomics, bit-reproducible; the default when
-  ``get_config().deterministic`` is set.
+  (:mod:`.implicit_gemm`), no atomics, bit-reproducible; what a
+  deterministic plan runs.
 
 The backward pass runs the same dataflow on the transposed map for the input
-gradient and the split-row kernel (:mod:`.weight_grad`) for the weight
-gradient. Every kernel accumulates in fp32; outputs are cast back to the
-input dtype at the end.
+gradient and the split-row kernel (:mod:`.weight_grad`, no atomics) for the
+weight gradient. Every kernel accumulates in fp32; outputs are cast back to
+the input dtype at the end.
 
-fp32 precision is an explicit engine setting: ``allow_tf32=None`` follows
-``EngineConfig.tf32`` (False by default: full-precision FMA), never
-``torch.backends.cuda.matmul.allow_tf32``, which a user script may flip for
-its dense layers (``torch.set_float32_matmul_precision("high")``). Tiles
-default per precision (:func:`~.tiles.default_tiles`): the fp32 FMA path
-needs smaller tiles than the tensor-core paths to stay out of spills.
+What a plan uploads — the (offset, start, count) descriptors of the atomic
+launches, the offset lists and neighbour tables of the output-stationary
+ones — is built once per map and plan (:class:`LaunchData`, kept in
+``KernelMap.plans``), not on every forward.
+
+fp32 precision is the plan's ``tf32`` (``EngineConfig.tf32``, False by
+default: full-precision FMA), never ``torch.backends.cuda.matmul.allow_tf32``,
+which a user script may flip for its dense layers
+(``torch.set_float32_matmul_precision("high")``). Tiles default per precision
+(:func:`~.tiles.default_tiles`): the fp32 FMA path needs smaller tiles than
+the tensor-core paths to stay out of spills.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import triton
 
-from torchsparse_lite.config import get_config
-from torchsparse_lite.grouping import GroupingConfig, GroupPlan, WorkReport, as_grouping, plan_groups
+from torchsparse_lite.config import DATAFLOWS
+from torchsparse_lite.grouping import ExecutionPlan, GroupingConfig, GroupPlan, WorkReport, as_grouping, plan_groups
 from torchsparse_lite.kmap.kmap import KernelMap
 
 from .aot import capturing
@@ -37,8 +47,6 @@ from .gather_gemm_scatter import gather_gemm_scatter, gather_gemm_scatter_kernel
 from .implicit_gemm import implicit_gemm, neighbour_table
 from .tiles import TileConfig, default_tiles, is_interpreted
 from .weight_grad import weight_grad
-
-DATAFLOWS = ("atomic", "output_stationary")
 
 
 def launch_groups(plan: GroupPlan) -> list[tuple[int, ...]]:
@@ -72,69 +80,91 @@ def _offset_lists(kmap: KernelMap, plan: GroupPlan) -> list[torch.Tensor]:
     return out
 
 
-def _run(x: torch.Tensor, weight: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, n_rows: int, ctx) -> torch.Tensor:
-    """One sparse matmul pass in ``ctx.dataflow``: fp32 [n_rows, Cout]."""
-    if ctx.dataflow == "atomic":
+def direction(kmap: KernelMap, backward: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(gathered rows, scattered rows, output rows) of a pass: the map, or its transpose for the input gradient."""
+    return (kmap.out_idx, kmap.in_idx, kmap.n_in) if backward else (kmap.in_idx, kmap.out_idx, kmap.n_out)
+
+
+@dataclass(frozen=True)
+class LaunchData:
+    """What one (map, plan) uploads to the device, once: descriptors, and the neighbour tables on demand.
+
+    Attributes:
+        descs: ``"atomic"``: per launch, (offset/start/count slice, longest map).
+        offset_lists: ``"output_stationary"``: per launch, its offset ids.
+        tables: ``"output_stationary"``: the [K, n_rows] neighbour table per
+            direction (``"forward"`` / ``"backward"``), built on first use.
+    """
+
+    descs: list[tuple[torch.Tensor, int]] | None
+    offset_lists: list[torch.Tensor] | None
+    tables: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def table(self, kmap: KernelMap, counts: tuple[int, ...], backward: bool) -> torch.Tensor:
+        key = "backward" if backward else "forward"
+        if key not in self.tables:
+            src, dst, n_rows = direction(kmap, backward)
+            self.tables[key] = neighbour_table(src, dst, counts, n_rows)
+        return self.tables[key]
+
+
+def launch_data(kmap: KernelMap, plan: ExecutionPlan) -> LaunchData:
+    """The :class:`LaunchData` of ``plan`` on ``kmap``, built and uploaded on first use (kept in ``kmap.plans``)."""
+    key = ("triton-launch", plan.groups, plan.dataflow)
+    hit = kmap.plans.get(key)
+    if hit is None:
+        if plan.dataflow == "atomic":
+            hit = LaunchData(_atomic_descriptors(kmap, plan.groups), None)
+        else:
+            hit = LaunchData(None, _offset_lists(kmap, plan.groups))
+        kmap.plans[key] = hit
+    return hit
+
+
+def _sparse_matmul(x: torch.Tensor, weight: torch.Tensor, kmap: KernelMap, plan: ExecutionPlan,
+                   launch: LaunchData, backward: bool) -> torch.Tensor:  # fmt: skip
+    """One pass over the map in ``plan.dataflow`` (``backward``: the transposed map): fp32 [n_rows, Cout]."""
+    src, dst, n_rows = direction(kmap, backward)
+    if plan.dataflow == "atomic":
         out = torch.zeros((n_rows, weight.shape[2]), dtype=torch.float32, device=x.device)
-        gather_gemm_scatter(x, weight, out, src, dst, ctx.descs, ctx.tiles, ctx.allow_tf32)
+        gather_gemm_scatter(x, weight, out, src, dst, launch.descs, plan.tiles, plan.tf32)
         return out
     out = torch.empty((n_rows, weight.shape[2]), dtype=torch.float32, device=x.device)
-    table = neighbour_table(src, dst, ctx.plan.counts, n_rows)
-    implicit_gemm(x, weight, out, table, ctx.offset_lists, ctx.tiles, ctx.allow_tf32)
+    table = launch.table(kmap, plan.groups.counts, backward)
+    implicit_gemm(x, weight, out, table, launch.offset_lists, plan.tiles, plan.tf32)
     return out
 
 
 class TritonConvFunction(torch.autograd.Function):
-    """Autograd function of the Triton path."""
+    """Autograd function of the Triton path: executes an :class:`ExecutionPlan` with ``backend="triton"``."""
 
     @staticmethod
-    def forward(ctx, feats, weight, kmap: KernelMap, plan: GroupPlan, dataflow: str, allow_tf32: bool, tiles):
-        ctx.kmap, ctx.plan, ctx.dataflow, ctx.allow_tf32, ctx.tiles = kmap, plan, dataflow, allow_tf32, tiles
-        if dataflow == "atomic":
-            ctx.descs = _atomic_descriptors(kmap, plan)
-        else:
-            ctx.offset_lists = _offset_lists(kmap, plan)
+    def forward(ctx, feats, weight, kmap: KernelMap, plan: ExecutionPlan, launch: LaunchData):
+        ctx.kmap, ctx.plan, ctx.launch = kmap, plan, launch
         ctx.save_for_backward(feats, weight)
-        return _run(feats, weight, kmap.in_idx, kmap.out_idx, kmap.n_out, ctx).to(feats.dtype)
+        return _sparse_matmul(feats, weight, kmap, plan, launch, backward=False).to(feats.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
         feats, weight = ctx.saved_tensors
         kmap: KernelMap = ctx.kmap
+        plan: ExecutionPlan = ctx.plan
         grad_out = grad_out.contiguous().to(feats.dtype)
         grad_feats = grad_weight = None
         if ctx.needs_input_grad[0]:
-            grad_feats = _run(grad_out, weight.transpose(1, 2), kmap.out_idx, kmap.in_idx, kmap.n_in, ctx)
+            grad_feats = _sparse_matmul(grad_out, weight.transpose(1, 2), kmap, plan, ctx.launch, backward=True)
             grad_feats = grad_feats.to(feats.dtype)
         if ctx.needs_input_grad[1]:
-            tiles = ctx.tiles
-            grad_weight = weight_grad(feats, grad_out, kmap.in_idx, kmap.out_idx, kmap.counts, tiles, ctx.allow_tf32)
+            grad_weight = weight_grad(feats, grad_out, kmap.in_idx, kmap.out_idx, kmap.counts, plan.tiles, plan.tf32)
             grad_weight = grad_weight.to(weight.dtype)
-        return grad_feats, grad_weight, None, None, None, None, None
+        return grad_feats, grad_weight, None, None, None
 
 
-def resolve_dataflow(dataflow: str | None) -> str:
-    """``None`` -> ``"output_stationary"`` in deterministic mode, else ``"atomic"``."""
-    deterministic = get_config().deterministic
-    if dataflow is None:
-        return "output_stationary" if deterministic else "atomic"
-    if dataflow not in DATAFLOWS:
-        raise ValueError(f"dataflow must be one of {DATAFLOWS} or None, got {dataflow!r}")
-    if deterministic and dataflow == "atomic":
-        raise ValueError(
-            "dataflow='atomic' scatters with atomics and is not reproducible, but the engine is in "
-            "deterministic mode; use dataflow='output_stationary' (or None) or set deterministic=False"
-        )
-    return dataflow
-
-
-def resolve_tf32(allow_tf32: bool | None) -> bool:
-    """``None`` -> ``get_config().tf32``; otherwise the bool given (anything else is a TypeError)."""
-    if allow_tf32 is None:
-        return get_config().tf32
-    if not isinstance(allow_tf32, bool):
-        raise TypeError(f"allow_tf32 must be a bool or None, got {allow_tf32!r}")
-    return allow_tf32
+def plan_tiles(tiles: TileConfig | None, cin: int, cout: int, dtype: torch.dtype, tf32: bool) -> TileConfig:
+    """``tiles`` if given (a :class:`TileConfig`), else the per-precision defaults for this device mode."""
+    if tiles is not None and not isinstance(tiles, TileConfig):
+        raise TypeError(f"tiles must be a TileConfig or None, got {type(tiles).__name__}")
+    return tiles or default_tiles(cin, cout, is_interpreted(gather_gemm_scatter_kernel), dtype, tf32)
 
 
 def check_runnable(feats: torch.Tensor) -> None:
@@ -147,32 +177,11 @@ def check_runnable(feats: torch.Tensor) -> None:
     )
 
 
-def sparse_conv_triton(
-    feats: torch.Tensor,
-    weight: torch.Tensor,
-    kmap: KernelMap,
-    grouping: str | GroupingConfig = "separate",
-    *,
-    dataflow: str | None = None,
-    allow_tf32: bool | None = None,
-    tiles: TileConfig | None = None,
-) -> torch.Tensor:
-    """Sparse convolution with the Triton kernels, differentiable in ``feats`` and ``weight``.
-
-    Args:
-        feats: [n_in, Cin] fp32, fp16 or bf16 (CUDA, or CPU under ``TRITON_INTERPRET=1``).
-        weight: [K, Cin, Cout], same dtype.
-        kmap: the conv's :class:`KernelMap` on the same device.
-        grouping: strategy name or :class:`GroupingConfig` (one launch per group).
-        dataflow: ``"atomic"``, ``"output_stationary"`` or None (see :func:`resolve_dataflow`).
-        allow_tf32: TF32 tensor cores for fp32 inputs; None follows
-            ``get_config().tf32`` (not torch's global matmul flag).
-        tiles: tile sizes; None picks :func:`default_tiles` for the dtype and precision.
-
-    Returns:
-        [n_out, Cout] in ``feats.dtype`` (accumulated in fp32).
-    """
+def run_plan(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap, plan: ExecutionPlan) -> torch.Tensor:
+    """Execute a Triton :class:`ExecutionPlan`: [n_in, Cin] -> [n_out, Cout] in ``feats.dtype`` (fp32 accumulation)."""
     check_runnable(feats)
+    if plan.backend != "triton":
+        raise ValueError(f"run_plan executes Triton plans, got a {plan.backend!r} plan")
     if feats.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise TypeError(f"feats must be float32, float16 or bfloat16 for the Triton path, got {feats.dtype}")
     if weight.dtype != feats.dtype:
@@ -181,14 +190,53 @@ def sparse_conv_triton(
         raise ValueError(f"weight is on {weight.device} but feats on {feats.device}; move one with .to()")
     if kmap.in_idx.device != feats.device:
         raise ValueError(f"kmap is on {kmap.in_idx.device} but feats on {feats.device}; move one with .to()")
-    if tiles is not None and not isinstance(tiles, TileConfig):
-        raise TypeError(f"tiles must be a TileConfig or None, got {type(tiles).__name__}")
-    plan = plan_groups(kmap.counts, as_grouping(grouping), kmap.identity_offset, kmap.symmetric)
-    flow = resolve_dataflow(dataflow)
-    tf32 = resolve_tf32(allow_tf32)
-    interp = is_interpreted(gather_gemm_scatter_kernel)
-    tiles = tiles or default_tiles(weight.shape[1], weight.shape[2], interp, feats.dtype, tf32)
-    return TritonConvFunction.apply(feats, weight, kmap, plan, flow, tf32, tiles)
+    return TritonConvFunction.apply(feats, weight, kmap, plan, launch_data(kmap, plan))
+
+
+def sparse_conv_triton(
+    feats: torch.Tensor,
+    weight: torch.Tensor,
+    kmap: KernelMap,
+    grouping: str | GroupingConfig = "separate",
+    *,
+    dataflow: str | None = None,
+    allow_tf32: bool = False,
+    tiles: TileConfig | None = None,
+    deterministic: bool = False,
+) -> torch.Tensor:
+    """Sparse convolution with the Triton kernels and explicit settings (the engine config is not read).
+
+    ``torchsparse_lite.functional.sparse_conv(..., backend="triton")`` is the
+    entry point that fills settings from the config; this one plans from its
+    arguments alone.
+
+    Args:
+        feats: [n_in, Cin] fp32, fp16 or bf16 (CUDA, or CPU under ``TRITON_INTERPRET=1``).
+        weight: [K, Cin, Cout], same dtype.
+        kmap: the conv's :class:`KernelMap` on the same device.
+        grouping: strategy name or :class:`GroupingConfig` (one launch per group).
+        dataflow: ``"atomic"``, ``"output_stationary"`` or None
+            (output-stationary when ``deterministic``, else atomic).
+        allow_tf32: TF32 tensor cores for fp32 inputs.
+        tiles: tile sizes; None picks :func:`default_tiles` for the dtype and precision.
+        deterministic: bit-reproducible (refuses ``dataflow="atomic"``).
+
+    Returns:
+        [n_out, Cout] in ``feats.dtype`` (accumulated in fp32).
+    """
+    if not isinstance(allow_tf32, bool):
+        raise TypeError(f"allow_tf32 must be a bool, got {allow_tf32!r}")
+    if dataflow is not None and dataflow not in DATAFLOWS:
+        raise ValueError(f"dataflow must be one of {DATAFLOWS} or None, got {dataflow!r}")
+    if deterministic and dataflow == "atomic":
+        raise ValueError("dataflow='atomic' scatters with atomics and is not reproducible; with "
+                         "deterministic=True use dataflow='output_stationary' (or None)")  # fmt: skip
+    check_runnable(feats)
+    groups = plan_groups(kmap.counts, as_grouping(grouping), kmap.identity_offset, kmap.symmetric)
+    flow = dataflow or ("output_stationary" if deterministic else "atomic")
+    tiles = plan_tiles(tiles, int(weight.shape[1]), int(weight.shape[2]), feats.dtype, allow_tf32)
+    plan = ExecutionPlan("triton", groups, deterministic=deterministic, dataflow=flow, tf32=allow_tf32, tiles=tiles)
+    return run_plan(feats, weight, kmap, plan)
 
 
 def triton_work(kmap: KernelMap, plan: GroupPlan, dataflow: str, tiles: TileConfig, cin: int, cout: int) -> WorkReport:

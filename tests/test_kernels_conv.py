@@ -135,15 +135,17 @@ def test_deterministic_mode_is_bit_reproducible_and_refuses_atomics() -> None:
     kmap = _kmap("submanifold")
     feats = torch.randn(kmap.n_in, 16, device=DEVICE, requires_grad=True)
     weight = torch.randn(kmap.volume, 16, 16, device=DEVICE, requires_grad=True)
-    with use_config(deterministic=True):
+    with use_config(deterministic=True):  # the engine setting, read once by sparse_conv's plan
         runs = []
         for _ in range(2):
-            out = sparse_conv_triton(feats, weight, kmap, "dense")
+            out = sparse_conv(feats, weight, kmap, backend="triton", grouping="dense")
             runs.append((out, *torch.autograd.grad(out.sum(), (feats, weight))))
         for a, b in zip(*runs):
             assert torch.equal(a, b)
         with pytest.raises(ValueError, match="deterministic"):
-            sparse_conv_triton(feats, weight, kmap, "dense", dataflow="atomic")
+            sparse_conv(feats, weight, kmap, backend="triton", grouping="dense", dataflow="atomic")
+    with pytest.raises(ValueError, match="deterministic"):  # the explicit-argument launcher
+        sparse_conv_triton(feats, weight, kmap, "dense", dataflow="atomic", deterministic=True)
 
 
 def test_dispatcher_forces_triton_and_matches_torch() -> None:
@@ -264,8 +266,8 @@ def test_tf32_is_an_engine_setting_not_torchs_global_flag(monkeypatch: pytest.Mo
     assert seen and {p for _, _, p in seen} == {"ieee"}, "the default (tf32=False) must not follow torch's flag"
     seen.clear()
     with use_config(tf32=True):
-        sparse_conv_triton(feats, weight, kmap, "dense")
-        sparse_conv_triton(feats.half(), weight.half(), kmap, "dense")  # TF32 never applies to half inputs
+        sparse_conv(feats, weight, kmap, backend="triton", grouping="dense")
+        sparse_conv(feats.half(), weight.half(), kmap, backend="triton", grouping="dense")  # never for half
     assert [p for _, _, p in seen] == ["tf32", "ieee"]
     seen.clear()
     sparse_conv(feats, weight, kmap, backend="triton", grouping="dense", tf32=True)
@@ -317,3 +319,26 @@ def test_default_tiles_per_precision() -> None:
         default_tiles(16, 16, False, torch.float64)
     with pytest.raises(ValueError, match="num_warps"):
         TileConfig(num_warps=3)
+
+
+@pytest.mark.parametrize("dataflow", ["atomic", "output_stationary"])
+def test_launch_data_is_uploaded_once_per_map_and_plan(monkeypatch: pytest.MonkeyPatch, dataflow: str) -> None:
+    from torchsparse_lite.kernels import conv  # noqa: PLC0415
+
+    built: list[str] = []
+    for name in ("_atomic_descriptors", "_offset_lists", "neighbour_table"):
+        real = getattr(conv, name)
+        monkeypatch.setattr(conv, name, lambda *a, _r=real, _n=name: built.append(_n) or _r(*a))
+    kmap = _kmap("conv")
+    feats = torch.randn(kmap.n_in, 3, device=DEVICE, requires_grad=True)
+    weight = torch.randn(kmap.volume, 3, 8, device=DEVICE, requires_grad=True)
+    runs = []
+    for _ in range(3):
+        out = sparse_conv(feats, weight, kmap, backend="triton", grouping="fixed", dataflow=dataflow)
+        runs.append((out, *torch.autograd.grad(out.sum(), (feats, weight))))
+    expected = ["_atomic_descriptors"] if dataflow == "atomic" else ["_offset_lists", "neighbour_table"]
+    if dataflow == "output_stationary":
+        expected.append("neighbour_table")  # the backward pass's table (transposed map), also built once
+    assert sorted(built) == sorted(expected), built
+    for a, b in zip(runs[0], runs[2]):
+        torch.testing.assert_close(a, b)

@@ -3,8 +3,15 @@
 Nothing here is a mutable module global: the active :class:`EngineConfig` lives
 in a :class:`contextvars.ContextVar`, is replaced (never mutated) by
 :func:`set_config`, and can be overridden for a block with :func:`use_config`.
-Every public entry point also takes the same knobs as explicit arguments; the
-config only supplies defaults for arguments left as ``None``.
+The config only supplies defaults for arguments left as ``None``, and it is
+read at two places only, never below them: map building reads
+``kmap_builder`` and ``downsample_mode`` (``nn.maps`` / ``kmap.build_kernel_map``
+take both as arguments, as do ``nn.Conv3d`` and ``nn.MaxPool3d``), and
+:func:`torchsparse_lite.functional.sparse_conv` turns ``backend``,
+``grouping``, ``deterministic``, ``chunk_rows`` and ``tf32`` (each also an
+argument there, with ``dataflow`` and ``tiles``) into one frozen
+:class:`~torchsparse_lite.grouping.ExecutionPlan` that the executors and
+kernels read. ``nn.Conv3d`` takes ``backend`` and ``grouping`` per layer.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ KMAP_BUILDERS = ("auto", "hash", "sort", "triton_hash", "triton_sort")  # triton
 BACKENDS = ("auto", "torch", "triton")
 DOWNSAMPLE_MODES = ("spconv", "minkowski")
 GROUPING_STRATEGIES = ("separate", "fixed", "adaptive", "dense")
+DATAFLOWS = ("atomic", "output_stationary")  # the Triton path's two dataflows (see kernels.conv)
 
 
 @dataclass(frozen=True)

@@ -1,26 +1,39 @@
-"""PyTorch executor of grouping plans: one ``bmm`` per group over padded gathers.
+"""The PyTorch gather -> GEMM -> scatter: runs any grouping plan on the CPU (and on CUDA without Triton).
 
-Every group ``(k_1..k_G)`` padded to ``R`` rows becomes index tensors
+For each kernel offset ``k`` with pairs ``(i, o)``:
+
+    out[o] += feats[i] @ weight[k]                 (forward)
+    grad_feats[i] += grad_out[o] @ weight[k].T     (backward: the transposed map)
+    grad_weight[k] = feats[i].T @ grad_out[o]
+
+A group of one offset (every group of the ``"separate"`` strategy) gathers a
+slice of the map, one GEMM, one ``index_add_``, at most ``chunk_rows`` rows
+at a time. A group ``(k_1..k_G)`` padded to ``R`` rows becomes index tensors
 ``src, dst`` of shape [G, R] (padding points at row 0 for gathers and at a
 dummy output row for scatters), so that
 
     out[dst] += bmm(feats[src].view(G, R, Cin), weight[k_1..k_G])
 
-runs all offsets of the group in one matmul. The backward pass reuses the
-same indices: the input gradient is the same scatter with ``src``/``dst``
-swapped and the weight transposed, the weight gradient is
-``bmm(feats[src]^T, grad_out[dst])`` with padded rows zeroed.
+runs all offsets of the group in one matmul. The centre tap of a submanifold
+conv maps every row to itself and runs as a plain GEMM without gather. The
+backward pass reuses the same indices with ``src``/``dst`` swapped and the
+weight transposed. Group indices are built once per map and plan and kept in
+``KernelMap.plans``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from ..kmap.kmap import KernelMap
-from .config import GroupingConfig
+from .config import GroupingConfig, as_grouping
+from .execution import ExecutionPlan
 from .plan import Group, GroupPlan, plan_groups
 
 GroupIndex = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+Gemm = Callable[[torch.Tensor, int], torch.Tensor]  # (gathered rows [m, Cin], offset k) -> [m, Cout]
 
 
 def group_indices(kmap: KernelMap, plan: GroupPlan, group: Group) -> GroupIndex:
@@ -50,45 +63,100 @@ def group_indices(kmap: KernelMap, plan: GroupPlan, group: Group) -> GroupIndex:
     return src, dst, valid
 
 
-def _scatter_groups(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    plan: GroupPlan,
-    index: list[GroupIndex],
-    n_rows: int,
-    swap: bool,
-    chunk_rows: int,
-) -> torch.Tensor:
-    """``out[dst] += bmm(x[src], weight[group])`` for every group (``swap`` exchanges src and dst)."""
-    out = x.new_zeros((n_rows + 1, weight.shape[2]))  # the last row soaks up padded cells
-    if plan.identity is not None:
-        out[:n_rows].addmm_(x, weight[plan.identity])
-    for group, (src, dst, valid) in zip(plan.groups, index):
-        if swap:
-            src, dst = dst, src
-        dst = torch.where(valid, dst, n_rows)
-        w = weight[list(group.offsets)]
-        step = max(1, chunk_rows // len(group.offsets))
-        for r0 in range(0, group.rows, step):
-            s, d = src[:, r0 : r0 + step], dst[:, r0 : r0 + step]
-            y = torch.bmm(x.index_select(0, s.reshape(-1)).view(s.shape[0], s.shape[1], -1), w)
+def _pair_slice(kmap: KernelMap, plan: GroupPlan, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input rows, output rows) of offset ``k``: a view of the map (mirrored offsets of a folded plan swapped)."""
+    if plan.folded and k > kmap.volume // 2:
+        start, end = kmap.bounds[kmap.volume - 1 - k]
+        return kmap.out_idx[start:end], kmap.in_idx[start:end]
+    start, end = kmap.bounds[k]
+    return kmap.in_idx[start:end], kmap.out_idx[start:end]
+
+
+def _batched(kmap: KernelMap, plan: GroupPlan) -> list[GroupIndex | None]:
+    """Padded indices of every multi-offset group (None for single offsets), built once per map and plan."""
+    key = ("torch-groups", plan)
+    if key not in kmap.plans:
+        kmap.plans[key] = [group_indices(kmap, plan, g) if len(g.offsets) > 1 else None for g in plan.groups]
+    return kmap.plans[key]
+
+
+def scatter_offsets(
+    x: torch.Tensor, gemm: Gemm, src: torch.Tensor, dst: torch.Tensor, k: int, out: torch.Tensor, chunk_rows: int
+) -> None:
+    """``out[dst] += gemm(x[src], k)`` in steps of at most ``chunk_rows`` rows (the gather buffer's bound)."""
+    for s in range(0, src.shape[0], chunk_rows):
+        out.index_add_(0, dst[s : s + chunk_rows], gemm(x.index_select(0, src[s : s + chunk_rows]), k))
+
+
+def _scatter_batched(
+    x: torch.Tensor, w: torch.Tensor, index: GroupIndex, out: torch.Tensor, n_rows: int, step: int, ordered: bool
+) -> None:
+    """``out[dst] += bmm(x[src], w)`` for one padded group; ``ordered`` scatters offset by offset."""
+    src, dst, valid = index
+    dst = torch.where(valid, dst, n_rows)
+    for r0 in range(0, src.shape[1], step):
+        s, d = src[:, r0 : r0 + step], dst[:, r0 : r0 + step]
+        y = torch.bmm(x.index_select(0, s.reshape(-1)).view(s.shape[0], s.shape[1], -1), w)
+        if ordered:
+            for g in range(y.shape[0]):
+                out.index_add_(0, d[g], y[g])
+        else:
             out.index_add_(0, d.reshape(-1), y.view(-1, y.shape[2]))
-    return out[:n_rows]
 
 
-def _weight_grad_groups(
-    feats: torch.Tensor,
-    grad_out: torch.Tensor,
-    volume: int,
-    plan: GroupPlan,
-    index: list[GroupIndex],
-    chunk_rows: int,
+def run_groups(x: torch.Tensor, weight: torch.Tensor, kmap: KernelMap, plan: ExecutionPlan, swap: bool) -> torch.Tensor:
+    """One sparse matmul pass: forward (``swap=False``) or the input gradient (``swap=True``, weight transposed).
+
+    Args:
+        x: [n_in, Cin] (forward) or [n_out, Cout] grad (backward).
+        weight: [K, Cin, Cout] (or its transpose for the backward).
+
+    Returns:
+        [n_out, Cout] (or [n_in, Cin]) in ``x.dtype``.
+    """
+    groups = plan.groups
+    n_rows = kmap.n_in if swap else kmap.n_out
+    batched = _batched(kmap, groups)
+    padded = any(b is not None for b in batched)
+    if groups.identity is not None and not padded:
+        # The centre tap maps every row to itself: a plain GEMM initialises
+        # the output, saving both a zero fill and a gather.
+        out = x @ weight[groups.identity]
+    else:
+        out = x.new_zeros((n_rows + padded, weight.shape[2]))  # a last row soaks up padded cells
+        if groups.identity is not None:
+            out[:n_rows].addmm_(x, weight[groups.identity])
+    for group, index in zip(groups.groups, batched):
+        if index is None:
+            src, dst = _pair_slice(kmap, groups, group.offsets[0])
+            scatter_offsets(x, lambda g, k: g @ weight[k], *((dst, src) if swap else (src, dst)),
+                            group.offsets[0], out, plan.chunk_rows)  # fmt: skip
+        else:
+            src, dst, valid = index
+            index = (dst, src, valid) if swap else index
+            step = max(1, plan.chunk_rows // len(group.offsets))
+            _scatter_batched(x, weight[list(group.offsets)], index, out, n_rows, step, plan.ordered_scatter)
+    return out[:n_rows] if padded else out
+
+
+def weight_grad_groups(
+    feats: torch.Tensor, grad_out: torch.Tensor, kmap: KernelMap, plan: ExecutionPlan
 ) -> torch.Tensor:
-    grad = feats.new_zeros((volume, feats.shape[1], grad_out.shape[1]))
-    if plan.identity is not None:
-        grad[plan.identity] = feats.t() @ grad_out
-    for group, (src, dst, valid) in zip(plan.groups, index):
-        step = max(1, chunk_rows // len(group.offsets))
+    """``grad_weight[k] = feats[in_k].T @ grad_out[out_k]`` for every offset -> [K, Cin, Cout]."""
+    groups = plan.groups
+    grad = feats.new_zeros((kmap.volume, feats.shape[1], grad_out.shape[1]))
+    if groups.identity is not None:
+        grad[groups.identity].addmm_(feats.t(), grad_out)
+    for group, index in zip(groups.groups, _batched(kmap, groups)):
+        if index is None:
+            k = group.offsets[0]
+            src, dst = _pair_slice(kmap, groups, k)
+            for s in range(0, src.shape[0], plan.chunk_rows):
+                a = feats.index_select(0, src[s : s + plan.chunk_rows])
+                grad[k].addmm_(a.t(), grad_out.index_select(0, dst[s : s + plan.chunk_rows]))
+            continue
+        src, dst, valid = index
+        step = max(1, plan.chunk_rows // len(group.offsets))
         acc = None
         for r0 in range(0, group.rows, step):
             s, d, v = src[:, r0 : r0 + step], dst[:, r0 : r0 + step], valid[:, r0 : r0 + step]
@@ -102,15 +170,14 @@ def _weight_grad_groups(
     return grad
 
 
-class GroupedConvFunction(torch.autograd.Function):
-    """Autograd function running a :class:`GroupPlan` with batched matmuls."""
+class TorchConvFunction(torch.autograd.Function):
+    """Autograd function of the PyTorch path: executes an :class:`ExecutionPlan` with ``backend="torch"``."""
 
     @staticmethod
-    def forward(ctx, feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap, plan: GroupPlan, chunk_rows: int):
-        index = [group_indices(kmap, plan, g) for g in plan.groups]
-        ctx.kmap, ctx.plan, ctx.index, ctx.chunk_rows = kmap, plan, index, chunk_rows
+    def forward(ctx, feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap, plan: ExecutionPlan):
+        ctx.kmap, ctx.plan = kmap, plan
         ctx.save_for_backward(feats, weight)
-        return _scatter_groups(feats, weight, plan, index, kmap.n_out, False, chunk_rows)
+        return run_groups(feats, weight, kmap, plan, swap=False)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
@@ -118,30 +185,35 @@ class GroupedConvFunction(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         grad_feats = grad_weight = None
         if ctx.needs_input_grad[0]:
-            grad_feats = _scatter_groups(
-                grad_out, weight.transpose(1, 2), ctx.plan, ctx.index, ctx.kmap.n_in, True, ctx.chunk_rows
-            )
+            grad_feats = run_groups(grad_out, weight.transpose(1, 2), ctx.kmap, ctx.plan, swap=True)
         if ctx.needs_input_grad[1]:
-            grad_weight = _weight_grad_groups(feats, grad_out, weight.shape[0], ctx.plan, ctx.index, ctx.chunk_rows)
-        return grad_feats, grad_weight, None, None, None
+            grad_weight = weight_grad_groups(feats, grad_out, ctx.kmap, ctx.plan)
+        return grad_feats, grad_weight, None, None
+
+
+def torch_plan(
+    kmap: KernelMap, grouping: str | GroupingConfig = "separate", chunk_rows: int = 1 << 17
+) -> ExecutionPlan:
+    """A PyTorch-path :class:`ExecutionPlan` of ``kmap`` for ``grouping`` (no engine config involved)."""
+    groups = plan_groups(kmap.counts, as_grouping(grouping), kmap.identity_offset, kmap.symmetric)
+    return ExecutionPlan("torch", groups, chunk_rows)
 
 
 def grouped_sparse_conv(
     feats: torch.Tensor,
     weight: torch.Tensor,
     kmap: KernelMap,
-    grouping: GroupingConfig,
+    grouping: str | GroupingConfig = "separate",
     chunk_rows: int = 1 << 17,
 ) -> torch.Tensor:
-    """Sparse conv on the PyTorch path with the offsets grouped by ``grouping``.
+    """Sparse conv on the PyTorch path with the offsets grouped by ``grouping`` (explicit settings only).
 
     Args:
         feats: [n_in, Cin]; weight: [K, Cin, Cout]; kmap: the conv's map.
-        grouping: the strategy and its parameters.
-        chunk_rows: most gathered rows per bmm step (bounds the gather buffer).
+        grouping: the strategy name or its :class:`GroupingConfig`.
+        chunk_rows: most gathered rows per GEMM step (bounds the gather buffer).
 
     Returns:
         [n_out, Cout] in ``feats.dtype``, with autograd.
     """
-    plan = plan_groups(kmap.counts, grouping, kmap.identity_offset, kmap.symmetric)
-    return GroupedConvFunction.apply(feats, weight, kmap, plan, chunk_rows)
+    return TorchConvFunction.apply(feats, weight, kmap, torch_plan(kmap, grouping, chunk_rows))

@@ -10,7 +10,7 @@ conv it belongs to is described by its :class:`ConvGeometry`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -40,6 +40,10 @@ class KernelMap:
         symmetric: True when offset ``k``'s pairs are offset ``K-1-k``'s
             pairs swapped (submanifold conv with odd, centred kernel).
         in_shape, out_shape: spatial grid shapes when the conv is bounded.
+        plans: what executors derive from this map and keep with it, by key:
+            execution plans and their launch data (group indices, Triton
+            descriptors, neighbour tables). A copy made by :meth:`to` or
+            :meth:`transpose` starts empty.
     """
 
     in_idx: torch.Tensor
@@ -52,6 +56,7 @@ class KernelMap:
     symmetric: bool = False
     in_shape: tuple[int, int, int] | None = None
     out_shape: tuple[int, int, int] | None = None
+    plans: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     kernel_size = property(lambda self: self.geometry.kernel_size)
     stride = property(lambda self: self.geometry.stride)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..grouping import scatter_offsets
 from ..kmap.kmap import KernelMap
 from ..tensor import SparseTensor
 
@@ -94,28 +95,32 @@ def gather_linear_scatter(
     out_channels: int,
     linear: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.linear,
     pad_rows: int = 1,
+    chunk_rows: int = 1 << 17,
 ) -> torch.Tensor:
     """``out[out_idx] += linear(feats[in_idx], operands[k])`` for every offset ``k``.
+
+    The scatter is the PyTorch executor's (:func:`~torchsparse_lite.grouping.scatter_offsets`)
+    with this GEMM plugged in.
 
     Args:
         feats: [n_in, Cin]; operands: K matrices [Cout, Cin] (dense or semi-structured).
         kmap: the layer's kernel map.
         linear: the matmul (``F.linear``; semi-structured operands dispatch to the sparse kernel).
         pad_rows: pad each gathered block to a multiple of this many rows (sparse kernels need 8..64).
+        chunk_rows: most rows gathered at once per offset.
 
     Returns:
         [n_out, Cout] features.
     """
+    def gemm(g: torch.Tensor, k: int) -> torch.Tensor:
+        rows = g.shape[0]
+        pad = (-rows) % pad_rows
+        return linear(F.pad(g, (0, 0, 0, pad)) if pad else g, operands[k])[:rows]
+
     out = feats.new_zeros((kmap.n_out, out_channels))
     for k, (start, end) in enumerate(kmap.bounds):
-        if end == start:
-            continue
-        rows = end - start
-        g = feats.index_select(0, kmap.in_idx[start:end])
-        pad = (-rows) % pad_rows
-        if pad:
-            g = F.pad(g, (0, 0, 0, pad))
-        out.index_add_(0, kmap.out_idx[start:end], linear(g, operands[k])[:rows])
+        if end > start:
+            scatter_offsets(feats, gemm, kmap.in_idx[start:end], kmap.out_idx[start:end], k, out, chunk_rows)
     return out
 
 
