@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from torchsparse_lite.kmap.kmap import build_kernel_map
+from torchsparse_lite.kmap.kernel_map import build_kernel_map
 from torchsparse_lite.prune.masks import nm_mask_lastdim
 from torchsparse_lite.prune.semi_structured import gather_linear_scatter, semi_structured_support, to_offset_operands
 

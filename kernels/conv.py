@@ -40,7 +40,7 @@ import triton
 
 from torchsparse_lite.config import DATAFLOWS
 from torchsparse_lite.grouping import ExecutionPlan, GroupingConfig, GroupPlan, WorkReport, as_grouping, plan_groups
-from torchsparse_lite.kmap.kmap import KernelMap
+from torchsparse_lite.kmap.kernel_map import KernelMap
 
 from .aot import capturing
 from .gather_gemm_scatter import gather_gemm_scatter, gather_gemm_scatter_kernel

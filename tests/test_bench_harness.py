@@ -14,7 +14,7 @@ from torchsparse_lite.bench.report import add_ratios, format_summary, format_tab
 from torchsparse_lite.bench.sweeps import epsilon_sweep, power_law
 from torchsparse_lite.bench.workloads import DATA_ENV, REAL_SCANS, Workload, batched, data_root, real_workloads, tiled
 from torchsparse_lite.kmap import build_kernel_map
-from torchsparse_lite.utils.timing import measure, quantile, summarize
+from torchsparse_lite.utils.timing import measure, measure_clocks, quantile, summarize
 
 
 class FakeClock:
@@ -44,6 +44,21 @@ def test_measure_median_iqr_on_fake_clock(durations, median, q1, q3):
     assert t.iqr == pytest.approx(q3 - q1)
     assert t.min == pytest.approx(min(durations))
     assert t.samples == tuple(durations)
+
+
+def test_measure_clocks_times_every_clock_and_keeps_setup_untimed():
+    made, seen = [], []
+
+    def setup():
+        made.append(len(made))
+        return made[-1]
+
+    wall, cpu = measure_clocks(seen.append, setup=setup, warmup=1, reps=3,
+                               clocks=(FakeClock([1.0, 2.0, 3.0]), FakeClock([0.5, 0.5, 0.25])))  # fmt: skip
+    assert seen == made == [0, 1, 2, 3]  # a fresh argument for every call, warm-up included
+    assert (wall.median, wall.min, cpu.median, cpu.min) == (2.0, 1.0, 0.5, 0.25)
+    with pytest.raises(ValueError, match="clocks"):
+        measure_clocks(seen.append, clocks=())
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 10, 11])

@@ -18,7 +18,7 @@ from torchsparse_lite import SparseTensor
 from torchsparse_lite import nn as snn
 from torchsparse_lite.kmap import build_kernel_map
 from torchsparse_lite.kmap.geometry import ConvGeometry
-from torchsparse_lite.kmap.kmap import build_map
+from torchsparse_lite.kmap.kernel_map import build_map
 
 TOL = {"atol": 1e-9, "rtol": 1e-9}
 
@@ -196,7 +196,7 @@ def test_transposed_finds_down_map_by_coordinates() -> None:
     """A coarse tensor rebuilt on cloned coords (same cache) still gets the fine coords back, in order."""
     x, down, up = _down_up(3, 2)
     y = down(x)
-    rebuilt = SparseTensor(y.feats.detach().clone(), y.coords.clone(), y.stride, caches=y.caches)
+    rebuilt = SparseTensor(y.feats.detach().clone(), y.coords.clone(), y.stride, cache=y.cache)
     z = up(rebuilt)
     assert torch.equal(z.coords, x.coords) and z.stride == (1, 1, 1)
     torch.testing.assert_close(z.feats, up(y).feats)
@@ -220,7 +220,7 @@ def test_map_key_stores_and_finds_maps() -> None:
     down = snn.Conv3d(3, 4, 2, 2, map_key="d1")
     up = snn.Conv3d(4, 3, 2, 2, transposed=True, map_key="d1")
     y = down(x)
-    assert y.caches.named["d1"].mode == "conv"
+    assert y.cache.named["d1"].mode == "conv"
     assert torch.equal(up(y).coords, x.coords)
     with pytest.raises(ValueError, match="'nope'"):
         snn.Conv3d(4, 3, 2, 2, transposed=True, map_key="nope")(y)
@@ -230,7 +230,7 @@ def test_map_key_stores_and_finds_maps() -> None:
         snn.Conv3d(4, 4, 3, map_key="s1")(y.replace(y.feats.detach()))
     with pytest.raises(ValueError, match="kernel"):
         snn.Conv3d(3, 3, 5, map_key="s1")(x)
-    assert snn.Conv3d(3, 3, 3, map_key="s1").kernel_map(x) is x.caches.named["s1"]
+    assert snn.Conv3d(3, 3, 3, map_key="s1").kernel_map(x) is x.cache.named["s1"]
 
 
 def test_bounded_down_up_restores_the_fine_shape() -> None:

@@ -57,7 +57,7 @@ def test_sequential_composition_equals_manual() -> None:
     assert torch.equal(y.feats, h.feats)
     assert torch.equal(y.coords, x.coords), "down then transposed up returns the input coordinates"
     assert y.stride == (1, 1, 1) and y.feats.shape == (len(x), 5)
-    assert len(x.caches) >= 3, "maps are cached on the shared cache"
+    assert len(x.cache) >= 3, "maps are cached on the shared cache"
 
 
 def test_state_dict_round_trip_and_torch_save() -> None:
@@ -221,3 +221,16 @@ def test_config_builders_give_same_outputs() -> None:
             x2 = SparseTensor(x.feats, x.coords)  # fresh cache
             outs.append(net(x2).feats)
     assert torch.equal(outs[0], outs[1])
+
+
+def test_cache_keyword_and_its_deprecated_name() -> None:
+    coords = torch.tensor([[0, 1, 1, 1], [0, 2, 2, 2]], dtype=torch.int32)
+    x = SparseTensor(torch.randn(2, 3), coords)
+    y = SparseTensor(torch.randn(2, 3), coords, cache=x.cache)
+    assert y.cache is x.cache
+    with pytest.warns(DeprecationWarning, match="cache="):
+        z = SparseTensor(torch.randn(2, 3), coords, caches=x.cache)
+    with pytest.warns(DeprecationWarning, match=r"\.cache"):
+        assert z.caches is x.cache
+    with pytest.raises(ValueError, match="cache= only"):
+        SparseTensor(torch.randn(2, 3), coords, cache=x.cache, caches=x.cache)

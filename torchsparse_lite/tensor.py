@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -46,7 +47,8 @@ class SparseTensor:
             voxel spanning original voxels 10 and 11).
         stride: tensor stride relative to the original voxelization.
         spatial_range: optional grid size (X, Y, Z) used by :meth:`dense`.
-        caches: kernel-map cache to share; a new one when None.
+        cache: the :class:`KernelMapCache` to share; a new one when None.
+        caches: deprecated name of ``cache``.
         validate: check dtypes, shapes, devices, ranges, finiteness and
             uniqueness of the coordinates (layers that derive a tensor from a
             validated one skip it).
@@ -59,9 +61,15 @@ class SparseTensor:
         stride: int | Sequence[int] = 1,
         *,
         spatial_range: Sequence[int] | None = None,
-        caches: KernelMapCache | None = None,
+        cache: KernelMapCache | None = None,
         validate: bool = True,
+        caches: KernelMapCache | None = None,
     ) -> None:
+        if caches is not None:
+            if cache is not None:
+                raise ValueError("pass the kernel-map cache as cache= only (caches= is its deprecated name)")
+            warnings.warn("SparseTensor(caches=) is deprecated; use cache=", DeprecationWarning, stacklevel=2)
+            cache = caches
         if validate:
             coords = check_coords(coords, "coords")
             if isinstance(feats, torch.Tensor) and feats.device != coords.device:
@@ -76,7 +84,13 @@ class SparseTensor:
         self.coords = coords
         self.stride = triple(stride, "stride")
         self.spatial_range = None if spatial_range is None else tuple(int(v) for v in spatial_range)
-        self.caches = KernelMapCache() if caches is None else caches
+        self.cache = KernelMapCache() if cache is None else cache
+
+    @property
+    def caches(self) -> KernelMapCache:
+        """Deprecated name of :attr:`cache`."""
+        warnings.warn("SparseTensor.caches is deprecated; use .cache", DeprecationWarning, stacklevel=2)
+        return self.cache
 
     # ----------------------------------------------------------------- basics
     @property
@@ -125,7 +139,7 @@ class SparseTensor:
                 "new features must be [N, C] with one row per coordinate"
             )
         return SparseTensor(
-            feats, self.coords, self.stride, spatial_range=self.spatial_range, caches=self.caches, validate=False
+            feats, self.coords, self.stride, spatial_range=self.spatial_range, cache=self.cache, validate=False
         )
 
     def to(self, *args, **kwargs) -> SparseTensor:
@@ -135,8 +149,8 @@ class SparseTensor:
         """
         feats = self.feats.to(*args, **kwargs)
         coords = self.coords.to(feats.device)
-        caches = self.caches if feats.device == self.feats.device else None
-        return SparseTensor(feats, coords, self.stride, spatial_range=self.spatial_range, caches=caches, validate=False)
+        cache = self.cache if feats.device == self.feats.device else None
+        return SparseTensor(feats, coords, self.stride, spatial_range=self.spatial_range, cache=cache, validate=False)
 
     def cpu(self) -> SparseTensor:
         return self.to("cpu")

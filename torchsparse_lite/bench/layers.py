@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ..kmap.kernel_map import KernelMap, build_kernel_map
 from ..kmap.keys import pack, unpack
-from ..kmap.kmap import KernelMap, build_kernel_map
 from .networks import NETWORKS, build_network
 
 MODELS = NETWORKS  # the layer sets come from the same two networks

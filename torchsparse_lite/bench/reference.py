@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..kmap.kmap import KernelMap
+from ..kmap.kernel_map import KernelMap
 
 
 def autograd_conv(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from ..functional.conv import sparse_conv
 from ..grouping import GroupingConfig, plan_groups
-from ..kmap.kmap import KernelMap, build_kernel_map
+from ..kmap.kernel_map import KernelMap, build_kernel_map
 from ..utils.timing import measure
 from .compare import OK, Check, check_close
 from .peers import SpconvConv, spconv_available

@@ -14,7 +14,7 @@ import torch
 
 from ..config import resolve
 from ..grouping import ExecutionPlan, GroupingConfig, GroupingTuner, TorchConvFunction, as_grouping, torch_plan
-from ..kmap.kmap import KernelMap
+from ..kmap.kernel_map import KernelMap
 from .plan import ExecutionSettings, plan_execution, resolve_settings
 
 

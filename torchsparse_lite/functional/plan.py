@@ -22,7 +22,7 @@ import torch
 
 from ..config import BACKENDS, DATAFLOWS, resolve
 from ..grouping import ExecutionPlan, GroupingConfig, plan_groups
-from ..kmap.kmap import KernelMap
+from ..kmap.kernel_map import KernelMap
 
 
 @dataclass(frozen=True)

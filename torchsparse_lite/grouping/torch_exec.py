@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..kmap.kmap import KernelMap
+from ..kmap.kernel_map import KernelMap
 from .config import GroupingConfig, as_grouping
 from .execution import ExecutionPlan
 from .plan import Group, GroupPlan, plan_groups

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..kmap.geometry import ConvGeometry
-from ..kmap.kmap import KernelMap
+from ..kmap.kernel_map import KernelMap
 from ..utils.timing import measure
 from .config import GroupingConfig
 from .plan import plan_groups

@@ -2,8 +2,8 @@
 
 from .cache import KernelMapCache
 from .index import HashIndex, SortIndex, make_index
+from .kernel_map import KernelMap, build_kernel_map, output_coords
 from .keys import MAX_BATCH, MAX_COORD, check_coords, pack, unpack
-from .kmap import KernelMap, build_kernel_map, output_coords
 from .offsets import kernel_offsets, padding, triple
 
 __all__ = [

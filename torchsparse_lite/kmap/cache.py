@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from .geometry import ConvGeometry
-from .kmap import KernelMap, build_map
+from .kernel_map import KernelMap, build_map
 
 
 @dataclass(frozen=True)

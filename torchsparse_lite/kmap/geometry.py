@@ -4,7 +4,7 @@ A :class:`ConvGeometry` holds everything that fixes *which* input meets
 *which* output through *which* weight: kernel size, stride, dilation, padding,
 the mode (submanifold / conv / transposed), the strided-output rule and an
 optional spatial bound. The module, the map cache key, the map builder, the
-:class:`~torchsparse_lite.kmap.kmap.KernelMap` and the grouping tuner's layer
+:class:`~torchsparse_lite.kmap.kernel_map.KernelMap` and the grouping tuner's layer
 signature all read it from here instead of spelling it out.
 
 Offsets: tap ``k`` (per axis ``0 <= k < kernel_size``) sits at

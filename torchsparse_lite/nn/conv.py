@@ -11,7 +11,7 @@ from torch import nn
 from ..functional.conv import sparse_conv
 from ..grouping import GroupingConfig, GroupingTuner
 from ..kmap.geometry import ConvGeometry, default_padding, triple
-from ..kmap.kmap import KernelMap
+from ..kmap.kernel_map import KernelMap
 from ..tensor import SparseTensor
 from .maps import layer_map, layer_output, output_stride
 

@@ -6,7 +6,7 @@ import torch
 
 from ..config import resolve
 from ..kmap.geometry import ConvGeometry
-from ..kmap.kmap import KernelMap
+from ..kmap.kernel_map import KernelMap
 from ..tensor import SparseTensor
 
 
@@ -30,7 +30,7 @@ def layer_map(
         geometry.offsets_subset,
     )  # fmt: skip
     builder = resolve("kmap_builder", kmap_builder)
-    return x.caches.get(x.coords, x.stride, geometry, builder, key=key, generative=generative)
+    return x.cache.get(x.coords, x.stride, geometry, builder, key=key, generative=generative)
 
 
 def output_stride(stride: tuple[int, int, int], geometry: ConvGeometry) -> tuple[int, int, int]:
@@ -51,4 +51,4 @@ def output_stride(stride: tuple[int, int, int], geometry: ConvGeometry) -> tuple
 
 def layer_output(x: SparseTensor, feats: torch.Tensor, kmap: KernelMap, stride: tuple[int, int, int]) -> SparseTensor:
     """The SparseTensor at ``kmap``'s output coordinates, sharing ``x``'s map cache."""
-    return SparseTensor(feats, kmap.out_coords, stride, spatial_range=kmap.out_shape, caches=x.caches, validate=False)
+    return SparseTensor(feats, kmap.out_coords, stride, spatial_range=kmap.out_shape, cache=x.cache, validate=False)

@@ -12,17 +12,13 @@ from torch import nn
 
 from ..models.stats import count_macs, count_parameters
 from ..tensor import SparseTensor
+from ..utils.timing import measure_clocks
 
 
 def fresh_input(x: SparseTensor, device: torch.device | str | None = None) -> SparseTensor:
     """Same features and coordinates with an empty kernel-map cache (so maps are rebuilt)."""
     dev = torch.device(device) if device is not None else x.device
     return SparseTensor(x.feats.to(dev), x.coords.to(dev), x.stride, spatial_range=x.spatial_range, validate=False)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure_latency(
@@ -44,24 +40,17 @@ def measure_latency(
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     was = model.training
     model.eval()
-    dev = x.device
     shared = fresh_input(x)
-    wall, cpu = [], []
     try:
         with torch.no_grad():
-            for i in range(warmup + repeats):
-                inp = fresh_input(x) if include_maps else shared
-                _sync(dev)
-                t, c = time.perf_counter(), time.process_time()
-                model(inp)
-                _sync(dev)
-                if i >= warmup:
-                    wall.append((time.perf_counter() - t) * 1e3)
-                    cpu.append((time.process_time() - c) * 1e3)
+            wall, cpu = measure_clocks(
+                model, setup=(lambda: fresh_input(x)) if include_maps else (lambda: shared), warmup=warmup,
+                reps=repeats, device=x.device, clocks=(time.perf_counter, time.process_time),
+            )  # fmt: skip
     finally:
         model.train(was)
-    return {"median_ms": statistics.median(wall), "min_ms": min(wall), "median_cpu_ms": statistics.median(cpu),
-            "min_cpu_ms": min(cpu), "repeats": repeats}  # fmt: skip
+    return {"median_ms": wall.median * 1e3, "min_ms": wall.min * 1e3, "median_cpu_ms": cpu.median * 1e3,
+            "min_cpu_ms": cpu.min * 1e3, "repeats": repeats}  # fmt: skip
 
 
 def model_summary(model: nn.Module, x: SparseTensor) -> dict[str, int]:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..grouping import scatter_offsets
-from ..kmap.kmap import KernelMap
+from ..kmap.kernel_map import KernelMap
 from ..tensor import SparseTensor
 
 
@@ -145,4 +145,4 @@ class SemiStructuredConv3d(nn.Module):
         )
         if self.conv.bias is not None:
             feats = feats + self.conv.bias
-        return SparseTensor(feats, kmap.out_coords, self.conv.output_stride(x.stride), caches=x.caches, validate=False)
+        return SparseTensor(feats, kmap.out_coords, self.conv.output_stride(x.stride), cache=x.cache, validate=False)

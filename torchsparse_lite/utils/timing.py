@@ -87,22 +87,48 @@ def measure(
     Returns:
         The :class:`Timing` of the ``reps`` samples.
     """
+    return measure_clocks(lambda _: fn(), warmup=warmup, reps=reps, device=device, clocks=(clock,))[0]
+
+
+def measure_clocks(
+    fn: Callable[[object], object],
+    *,
+    setup: Callable[[], object] = lambda: None,
+    warmup: int = 1,
+    reps: int = 5,
+    device: torch.device | str | None = None,
+    clocks: Sequence[Callable[[], float]] = (time.perf_counter,),
+) -> tuple[Timing, ...]:
+    """Time ``fn(setup())`` on several clocks at once; ``setup`` runs untimed before every call.
+
+    The model-latency reports read wall time and process CPU time
+    (``time.process_time``, which on a shared CPU counts only this process's
+    work) of the same calls, and rebuild their input (e.g. an empty map
+    cache) in ``setup`` so that only the forward pass is timed.
+
+    Returns:
+        One :class:`Timing` per clock, in the order of ``clocks``.
+    """
     if reps < 1:
         raise ValueError(f"reps must be >= 1, got {reps}")
     if warmup < 0:
         raise ValueError(f"warmup must be >= 0, got {warmup}")
+    if not clocks:
+        raise ValueError("clocks must hold at least one clock")
     dev = torch.device(device) if isinstance(device, str) else device
     for _ in range(warmup):
-        fn()
+        fn(setup())
     _sync(dev)
-    samples = []
+    samples: list[list[float]] = [[] for _ in clocks]
     for _ in range(reps):
+        arg = setup()
         _sync(dev)
-        t0 = clock()
-        fn()
+        starts = [c() for c in clocks]
+        fn(arg)
         _sync(dev)
-        samples.append(clock() - t0)
-    return summarize(samples)
+        for out, c, t0 in zip(samples, clocks, starts):
+            out.append(c() - t0)
+    return tuple(summarize(s) for s in samples)
 
 
 def measure_cuda_events(fn: Callable[[], object], *, warmup: int = 3, reps: int = 10) -> Timing:

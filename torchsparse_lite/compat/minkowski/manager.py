@@ -29,8 +29,8 @@ import torch
 
 from ...kmap.cache import KernelMapCache
 from ...kmap.geometry import ConvGeometry
+from ...kmap.kernel_map import KernelMap
 from ...kmap.keys import MAX_BATCH, MAX_COORD, pack
-from ...kmap.kmap import KernelMap
 from ...kmap.outputs import output_coords
 from .enums import SparseTensorOperationMode
 

@@ -29,8 +29,8 @@ import torch
 from ...config import resolve
 from ...kmap.cache import same_coords
 from ...kmap.geometry import ConvGeometry
+from ...kmap.kernel_map import KernelMap, build_map
 from ...kmap.keys import MAX_COORD, pack, unpack
-from ...kmap.kmap import KernelMap, build_map
 from ...kmap.outputs import output_coords
 from .kernel import KernelGenerator
 from .manager import ORIGIN_STRIDE, SHIFT, CoordinateManager, CoordinateMapKey, check_tensor_stride

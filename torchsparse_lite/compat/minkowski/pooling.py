@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...kmap.kmap import KernelMap
+from ...kmap.kernel_map import KernelMap
 from .conv import check_input, target_key
 from .enums import PoolingMode
 from .kernel import KernelGenerator

@@ -6,7 +6,7 @@ with the spatial axes in ``spatial_shape``'s order. The native engine is
 ``i`` and the axes a 1-D or 2-D tensor lacks are singletons (coordinate 0,
 size 1, kernel 1). :class:`IndiceData` is what an ``indice_key`` names in a
 tensor's ``indice_dict``: spconv's fields plus the native
-:class:`~torchsparse_lite.kmap.kmap.KernelMap`.
+:class:`~torchsparse_lite.kmap.kernel_map.KernelMap`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from functools import cached_property
 import numpy as np
 import torch
 
+from ...kmap.kernel_map import KernelMap
 from ...kmap.keys import MAX_BATCH, MAX_COORD
-from ...kmap.kmap import KernelMap
 from ...tensor import check_unique
 
 NDIMS = (1, 2, 3)

@@ -24,7 +24,7 @@ import torch
 
 from ...config import resolve
 from ...kmap.geometry import ConvGeometry
-from ...kmap.kmap import KernelMap
+from ...kmap.kernel_map import KernelMap
 from .indices import IndiceData, from_native, pad3
 from .tensor import SparseConvTensor
 

@@ -239,7 +239,7 @@ class SparseTensor:
         if self._coords.shape[1] != 4:
             raise ValueError("this layer needs [N, 4] (batch, x, y, z) coords; collate single samples first")
         return NativeSparseTensor(
-            self.feats, self._coords, self.stride, spatial_range=spatial_bound, caches=self._caches.maps, validate=False
+            self.feats, self._coords, self.stride, spatial_range=spatial_bound, cache=self._caches.maps, validate=False
         )
 
     def to_native(self) -> NativeSparseTensor:

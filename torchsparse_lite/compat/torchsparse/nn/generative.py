@@ -22,8 +22,8 @@ from ....config import resolve
 from ....functional.conv import sparse_conv
 from ....kmap.cache import KernelMapCache
 from ....kmap.geometry import ConvGeometry
+from ....kmap.kernel_map import build_map
 from ....kmap.keys import check_coords
-from ....kmap.kmap import build_map
 from ..tensor import SparseTensor, TensorCache
 from .plan import Triple, out_spatial_range
 
