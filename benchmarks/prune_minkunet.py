@@ -27,10 +27,10 @@ from pathlib import Path
 import torch
 
 from torchsparse_lite.models import MinkUNet
-from torchsparse_lite.prune.checkpoint import load_checkpoint
 from torchsparse_lite.prune.config import PruneConfig
 from torchsparse_lite.prune.pipeline import run_pipeline
 from torchsparse_lite.prune.task import finetune, miou, num_classes_of, segmentation_batches
+from torchsparse_lite.train.checkpoint import load_model, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("TORCHSPARSE_LITE_DATA") or ROOT.parent / "shared" / "data")
@@ -67,14 +67,12 @@ def _trained_model(args: argparse.Namespace, train: list, nc: int) -> tuple[torc
     """The ``--checkpoint`` model, or MinkUNet trained ``--train-steps`` (saved to ``--save-checkpoint``)."""
     t0 = time.time()
     if args.checkpoint:
-        saved = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-        info = saved.get("train_info", {}) if isinstance(saved, dict) else {}
-        return load_checkpoint(args.checkpoint), {"checkpoint": args.checkpoint, **info}
+        model, saved = load_model(args.checkpoint, task=None)
+        return model, {"checkpoint": args.checkpoint, **saved.get("train_info", {})}
     model = MinkUNet(4, nc, cr=args.cr)
     losses = finetune(model, train, args.train_steps, lr=0.01, desc="train")
     info = {"steps": args.train_steps, "first_loss": losses[0], "last_loss": losses[-1], "seconds": time.time() - t0}
-    Path(args.save_checkpoint).parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": model.config(), "state_dict": model.state_dict(), "train_info": info}, args.save_checkpoint)
+    save_checkpoint(args.save_checkpoint, model, {}, train_info=info)
     return model, info
 
 
@@ -120,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                       latency_repeats=args.latency_repeats, lr=0.005)  # fmt: skip
     report = run_pipeline(model, cfg, train, val, nc, args.out, latency_inputs, save_model=False)
     pruned = report.pop("model")
-    torch.save(pruned, Path(args.save_checkpoint).with_name("pruned_module.pt"))
+    save_checkpoint(Path(args.save_checkpoint).with_name("pruned.pt"), pruned, {}, prune_config=cfg.__dict__.copy())
     # control: the unpruned model fine-tuned just as long, so extra training is not mistaken for pruning gains
     control = copy.deepcopy(model)
     finetune(control, train, args.finetune_steps, lr=cfg.lr, desc="control fine-tune")

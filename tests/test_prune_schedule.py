@@ -20,9 +20,8 @@ from torchsparse_lite.prune import (
     ratios_for_drop,
     sensitivity_analysis,
 )
-from torchsparse_lite.prune.checkpoint import load_checkpoint
 from torchsparse_lite.prune.importance import Magnitude
-from torchsparse_lite.train.checkpoint import save_checkpoint
+from torchsparse_lite.train.checkpoint import load_model, save_checkpoint
 
 
 def test_cubic_schedule() -> None:
@@ -108,7 +107,7 @@ def test_cli_prune(tmp_path) -> None:
     assert rep["pruned_vs_masked_max_abs_diff"] < 1e-4
     assert "cpu_latency_ms" in rep["after"] and (out / "report.png").stat().st_size > 0
     # the written pruned checkpoint loads back through the same loader
-    again = load_checkpoint(str(out / "pruned.pt"))
+    again, _ = load_model(str(out / "pruned.pt"))
     assert sum(p.numel() for p in again.parameters()) == rep["after"]["parameters"]
     (tmp_path / "bad.json").write_text('{"ratoi": 0.5}')
     with pytest.raises(ValueError, match="unknown key"):

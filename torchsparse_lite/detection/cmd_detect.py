@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..train.checkpoint import load_checkpoint
 from .config import DEFAULT_CLASSES, DetectorConfig
 from .data import DetectionSample, file_sample, filter_boxes, kitti_samples, make_samples
 from .engine import evaluate_detector, load_detector, train_detector
@@ -122,7 +123,7 @@ def _train_config(args: argparse.Namespace) -> DetectorConfig:
     """The detector of the options, or the checkpoint's when resuming one."""
     ckpt = Path(args.out) / "checkpoint.pt"
     if args.resume and ckpt.is_file():
-        return DetectorConfig.from_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["config"])
+        return DetectorConfig.from_dict(load_checkpoint(ckpt, task="detection")["model_config"])
     return DetectorConfig(
         classes=DEFAULT_CLASSES,
         point_range=tuple(args.range),

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..train.checkpoint import load_checkpoint, load_model, restore
+from ..train.checkpoint import save_checkpoint as write_checkpoint
 from .config import DetectorConfig
 from .data import DetectionSample, augment_sample
 from .metrics import evaluate
@@ -26,33 +28,31 @@ def lr_factor(progress: float, warmup: float = 0.05) -> float:
     return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * p))
 
 
+def detector_data(cfg: DetectorConfig) -> dict:
+    """The data settings a detector checkpoint records (informational: the config holds them too)."""
+    return {"voxel_size": list(cfg.voxel_size), "point_range": list(cfg.point_range), "class_names": list(cfg.classes)}
+
+
 def save_checkpoint(path: str | Path, model: CenterPointDetector, optimizer, state: dict) -> None:
-    """Write model, optimizer and loop state (epoch, step, history, elapsed) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(
-        {
-            "config": model.cfg.to_dict(),
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict() if optimizer is not None else None,
-            **state,
-        },
-        tmp,
-    )
-    tmp.replace(path)
+    """Write model (with its structure, so a pruned detector loads), optimizer and loop state atomically.
+
+    ``state``: epoch, step, history, elapsed, cpu. The format is :mod:`torchsparse_lite.train.checkpoint`'s.
+    """
+    opt = optimizer.state_dict() if optimizer is not None else None
+    write_checkpoint(path, model, detector_data(model.cfg), task="detection", model_config=model.cfg.to_dict(),
+                     optimizer=opt, **state)  # fmt: skip
+
+
+def build_detector(config: dict) -> CenterPointDetector:
+    """The (unpruned) detector of a checkpoint's model config."""
+    return CenterPointDetector(DetectorConfig.from_dict(config))
 
 
 def load_detector(path: str | Path, device: str = "cpu") -> tuple[CenterPointDetector, dict]:
-    """Rebuild a detector from a checkpoint; returns (model in eval mode, checkpoint dict)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"checkpoint {p} does not exist; train one with `detect train --out DIR`")
-    ckpt = torch.load(p, map_location=device, weights_only=False)
-    model = CenterPointDetector(DetectorConfig.from_dict(ckpt["config"])).to(device)
-    model.load_state_dict(ckpt["model"])
-    model.eval()
-    return model, ckpt
+    """Rebuild a detector (pruned ones too) from a checkpoint; returns (model in eval mode, checkpoint dict)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; train one with `detect train --out DIR`")
+    return load_model(path, device, task="detection", build=build_detector)
 
 
 def train_detector(
@@ -97,8 +97,7 @@ def train_detector(
             raise ValueError(f"{name} must be >= {low}, got {value}")
     if time_budget is not None and not time_budget >= 0:
         raise ValueError(f"time_budget must be >= 0 seconds or None, got {time_budget}")
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    state = _start_state(model, opt, checkpoint if resume else None)
+    opt, state = _start(model, lr, weight_decay, checkpoint if resume else None)
     loop = _TrainLoop(model, opt, samples, epochs, batch_size, lr, augment, seed, time_budget, state)
     stopped = loop.run(checkpoint, progress)
     if bn_batches:
@@ -116,16 +115,25 @@ def train_detector(
     }
 
 
-def _start_state(model: CenterPointDetector, opt: torch.optim.Optimizer, checkpoint: str | Path | None) -> dict:
-    """Loop state ``{epoch, step, history, elapsed, cpu}``: fresh, or restored (with weights) from ``checkpoint``."""
+def _start(
+    model: CenterPointDetector, lr: float, weight_decay: float, checkpoint: str | Path | None
+) -> tuple[torch.optim.Optimizer, dict]:
+    """AdamW and the loop state ``{epoch, step, history, elapsed, cpu}``: fresh, or restored from ``checkpoint``.
+
+    The checkpoint's structure and weights go into ``model`` before the optimizer is made, so that
+    a pruned detector's optimizer holds its (smaller) parameters.
+    """
     state = {"epoch": 0, "step": 0, "history": [], "elapsed": 0.0, "cpu": 0.0}
-    if checkpoint is None or not Path(checkpoint).is_file():
-        return state
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    model.load_state_dict(ckpt["model"])
+    ckpt = None
+    if checkpoint is not None and Path(checkpoint).is_file():
+        ckpt = load_checkpoint(checkpoint, task="detection")
+        restore(model, ckpt)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if ckpt is None:
+        return opt, state
     if ckpt.get("optimizer") is not None:
         opt.load_state_dict(ckpt["optimizer"])
-    return {k: ckpt.get(k, v) for k, v in state.items()}
+    return opt, {k: ckpt.get(k, v) for k, v in state.items()}
 
 
 def _bn_scans(samples: Sequence[DetectionSample], cache: dict, seed: int, count: int) -> list:

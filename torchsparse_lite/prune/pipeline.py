@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import load_checkpoint, save_pruned
+from ..train.checkpoint import load_checkpoint, save_checkpoint
 from .config import PruneConfig
 from .graph import DependencyGraph, build_dependency_graph
 from .importance import Importance, Scores, bn_l1_penalty, get_criterion
@@ -41,6 +41,7 @@ class PruneRun:
     out_dir: Path
     latency_inputs: dict[str, object]
     progress: bool = True
+    checkpoint_fields: dict | None = None
 
     @property
     def example(self) -> object:
@@ -75,6 +76,7 @@ def run_pipeline(
     latency_inputs: dict[str, object] | None = None,
     progress: bool = True,
     save_model: bool = True,
+    checkpoint_fields: dict | None = None,
 ) -> dict:
     """Prune ``model`` as ``cfg`` says and write ``report.json`` + PNGs into ``out_dir``.
 
@@ -85,7 +87,10 @@ def run_pipeline(
         val: held-out batches for the metric (voxel mIoU, %); the first input is traced.
         num_classes: classes of the labels.
         latency_inputs: name -> SparseTensor timed for both models (default: the first val input).
-        save_model: also write ``pruned.pt`` (state dict + channel shapes + config).
+        save_model: also write ``pruned.pt``, a checkpoint of :mod:`torchsparse_lite.train.checkpoint`'s format
+            (model config + structure + weights; ``model`` needs a ``config()``).
+        checkpoint_fields: what else ``pruned.pt`` records: ``data`` settings, ``epoch``, ``step``, ... of the
+            source checkpoint (default: none known).
 
     Returns:
         The report dict (also written to ``out_dir/report.json``) plus ``"model"``: the pruned network.
@@ -94,7 +99,8 @@ def run_pipeline(
         raise TypeError(f"cfg must be a PruneConfig, got {type(cfg).__name__}")
     if not val or not train:
         raise ValueError(f"train and val need at least one batch each, got {len(train)} and {len(val)}")
-    run = PruneRun(cfg, train, val, num_classes, Path(out_dir), latency_inputs or {"val": val[0][0]}, progress)
+    run = PruneRun(cfg, train, val, num_classes, Path(out_dir), latency_inputs or {"val": val[0][0]}, progress,
+                   checkpoint_fields)
     run.out_dir.mkdir(parents=True, exist_ok=True)
     model = copy_model(model).eval()
     report: dict = {"config": cfg.__dict__.copy()}
@@ -209,7 +215,7 @@ def _rewind_state(model: nn.Module, rewind: bool | str) -> dict | None:
     if not rewind:
         return None
     if isinstance(rewind, str):
-        return load_checkpoint(rewind).state_dict()
+        return load_checkpoint(rewind)["state_dict"]
     return copy.deepcopy(model.state_dict())
 
 
@@ -266,6 +272,7 @@ def _write(run: PruneRun, model: nn.Module, pruned: nn.Module, report: dict, sav
     """``pruned.pt`` (when ``save_model``), ``report.json`` and ``report.png`` under the output folder."""
     report["channel_shapes"] = channel_shapes(pruned)
     if save_model:
-        save_pruned(run.out_dir / "pruned.pt", pruned, model)
+        fields = {"data": {}, **(run.checkpoint_fields or {}), "prune_config": run.cfg.__dict__.copy()}
+        save_checkpoint(run.out_dir / "pruned.pt", pruned, task="segmentation", **fields)
     write_json(run.out_dir / "report.json", report)
     plot_report(report, run.out_dir / "report.png")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the eval command."""
-    parser.add_argument("--checkpoint", required=True, help="checkpoint written by the train command")
+    parser.add_argument("--checkpoint", required=True, help="checkpoint written by train or prune")
     parser.add_argument("--data", default=None,
                         help="'synthetic' or a SemanticKITTI folder (default: the checkpoint's held-out data)")
     parser.add_argument("--scans", type=int, default=None, help="synthetic: held-out scans (default: as trained)")
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate; prints per-class IoU and mIoU; writes eval.json (+ figures) under --out."""
     import torch  # noqa: PLC0415
 
-    from .checkpoint import load_model  # noqa: PLC0415
+    from .checkpoint import load_model, require_data  # noqa: PLC0415
     from .data import eval_loader  # noqa: PLC0415
     from .distributed import DistContext, pick_device  # noqa: PLC0415
     from .engine import evaluate  # noqa: PLC0415
@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     ctx = DistContext(device=pick_device(args.device))
-    model, ckpt = load_model(args.checkpoint, map_location=ctx.device)
+    model, ckpt = load_model(args.checkpoint, map_location=ctx.device, task="segmentation")
+    require_data(ckpt, ("voxel_size", "class_names"), args.checkpoint)
     ds, described = _dataset(args, ckpt)
     if list(ds.class_names) != list(ckpt["data"]["class_names"]):
         raise ValueError(f"--data has classes {ds.class_names}, the checkpoint {ckpt['data']['class_names']}")

@@ -25,7 +25,7 @@ import numpy as np
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the predict command."""
     parser.add_argument("scan", help="scan file: KITTI/SemanticKITTI .bin (default) or nuScenes .bin with --nuscenes")
-    parser.add_argument("--checkpoint", required=True, help="checkpoint written by the train command")
+    parser.add_argument("--checkpoint", required=True, help="checkpoint written by train or prune")
     parser.add_argument("--nuscenes", action="store_true", help="the scan is a nuScenes sweep (5 floats per point)")
     parser.add_argument("--out", default=None, help="output .label or .npy (default: ./<scan name>.label)")
     parser.add_argument("--labels", default=None, help="optional ground-truth SemanticKITTI .label to score against")
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from ..datasets.semantickitti import SEMANTICKITTI_CLASSES, load_semantickitti_labels  # noqa: PLC0415
     from ..datasets.voxelize import voxelize_points  # noqa: PLC0415
     from ..tensor import SparseTensor  # noqa: PLC0415
-    from .checkpoint import load_model  # noqa: PLC0415
+    from .checkpoint import load_model, require_data  # noqa: PLC0415
     from .distributed import pick_device  # noqa: PLC0415
     from .metrics import confusion_matrix, summarize  # noqa: PLC0415
 
@@ -88,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix not in (".label", ".npy"):
         raise ValueError(f"--out must end with .label or .npy, got {out.name}")
     device = pick_device(args.device)
-    model, ckpt = load_model(args.checkpoint, map_location=device)
+    model, ckpt = load_model(args.checkpoint, map_location=device, task="segmentation")
+    require_data(ckpt, ("voxel_size", "class_names"), args.checkpoint)
     names = list(ckpt["data"]["class_names"])
     points = load_points(args.scan, args.nuscenes)
     vox = voxelize_points(points, None, float(ckpt["data"]["voxel_size"]), len(names))

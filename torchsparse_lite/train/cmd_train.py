@@ -42,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r = parser.add_argument_group("run")
     r.add_argument("--out", default="runs/train", help="output folder: checkpoint, report.json, PNG figures")
     r.add_argument("--resume", nargs="?", const="auto", default=None,
-                   help="continue from a checkpoint (no value: OUT/checkpoint_last.pt)")
+                   help="continue from a checkpoint: checkpoint_last.pt, or weights only (model.pt, a pruned "
+                        "pruned.pt) at its epoch with a fresh optimizer (no value: OUT/checkpoint_last.pt)")
     r.add_argument("--stop-after", type=int, default=None,
                    help="stop after this many epochs of this invocation (continue later with --resume)")
     r.add_argument("--eval-every", type=int, default=1, help="score held-out scans every N epochs (and at the end)")

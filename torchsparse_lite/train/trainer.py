@@ -20,7 +20,7 @@ from tqdm import tqdm
 from ..datasets.segmentation import SegmentationDataset
 from ..models import build_model, count_macs, count_parameters
 from ..tensor import SparseTensor
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, unwrap
+from .checkpoint import load_checkpoint, require_data, restore, rng_state, save_checkpoint, set_rng_state, unwrap
 from .data import (
     VAL_SEED_OFFSET,
     class_counts,
@@ -177,7 +177,7 @@ class _Scored:
 
 
 def _setup(args: argparse.Namespace, ctx: DistContext, out: Path, t_start: float) -> _Job:
-    """Seeded data (generated once), model + loss + optimizer + loaders + LR schedule, then ``--resume``."""
+    """Seeded data (generated once), model (+ ``--resume``'s weights and structure) + loss + optimizer + loaders."""
     progress = not args.no_progress and ctx.is_main
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
@@ -186,7 +186,9 @@ def _setup(args: argparse.Namespace, ctx: DistContext, out: Path, t_start: float
     pregenerate(val_ds, "generating/loading held-out scans", progress, range(ctx.rank, len(val_ds), ctx.world_size))
     counts = class_counts(train_ds)
     t_data = time.perf_counter() - t_start
-    model = build_model(args.model, train_ds.in_channels, train_ds.num_classes, cr=args.cr).to(ctx.device)
+    model = build_model(args.model, train_ds.in_channels, train_ds.num_classes, cr=args.cr)
+    ckpt = _resume_checkpoint(args, out, model, data) if args.resume else None
+    model = model.to(ctx.device)
     weights = class_weights(counts, args.class_weights)
     criterion = nn.CrossEntropyLoss(
         weight=None if weights is None else weights.to(ctx.device), ignore_index=train_ds.ignore_index
@@ -195,24 +197,43 @@ def _setup(args: argparse.Namespace, ctx: DistContext, out: Path, t_start: float
         model = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     loader = train_loader(train_ds, args.batch_size, args.seed, ctx, args.workers)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(args.epochs * len(loader)))
+    # a weights-only checkpoint (model.pt, pruned.pt) carries no scheduler: the LR schedule resumes at its step
+    offset = int(ckpt["step"]) if ckpt is not None and ckpt.get("scheduler") is None else 0
+    factor = warmup_cosine(args.epochs * len(loader))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: factor(s + offset))
     job = _Job(args, ctx, out, progress, train_ds, val_ds, data, counts, model, criterion, optimizer, loader, scheduler)
     job.timing["data_s"] = t_data
-    if args.resume:
-        _resume(job, Path(out / "checkpoint_last.pt" if args.resume == "auto" else args.resume))
+    if ckpt is not None:
+        _resume_state(job, ckpt)
     job.v_loader = eval_loader(val_ds, args.batch_size, ctx, args.workers)
     return job
 
 
-def _resume(job: _Job, path: Path) -> None:
-    """Weights, optimizer, schedule, progress, history and RNG states from the checkpoint at ``path``."""
-    ckpt = load_checkpoint(path, map_location=job.ctx.device)
-    _check_resume(ckpt, job.model, job.data, path)
-    unwrap(job.model).load_state_dict(ckpt["state_dict"])
-    job.optimizer.load_state_dict(ckpt["optimizer"])
-    job.scheduler.load_state_dict(ckpt["scheduler"])
-    job.start_epoch, job.step, job.history = int(ckpt["epoch"]), int(ckpt["step"]), ckpt["history"]
-    set_rng_state(ckpt["rng"])
+def _resume_checkpoint(args: argparse.Namespace, out: Path, model: nn.Module, data: dict) -> dict:
+    """The ``--resume`` checkpoint, checked against the run's options; ``model`` takes its structure and weights."""
+    path = Path(out / "checkpoint_last.pt" if args.resume == "auto" else args.resume)
+    ckpt = load_checkpoint(path, map_location="cpu", task="segmentation")
+    require_data(ckpt, ("voxel_size", "class_names"), path)
+    _check_resume(ckpt, model, data, path)
+    restore(model, ckpt)
+    return ckpt
+
+
+def _resume_state(job: _Job, ckpt: dict) -> None:
+    """Optimizer, schedule, progress, history and RNG states of a full checkpoint; progress alone of a weights-only one.
+
+    A weights-only checkpoint (``model.pt``, a pruned ``pruned.pt``) resumes at its epoch and
+    step with a fresh optimizer (a pruned network's moments would not fit anyway).
+    """
+    if ckpt.get("optimizer") is not None:
+        job.optimizer.load_state_dict(ckpt["optimizer"])
+    if ckpt.get("scheduler") is not None:
+        job.scheduler.load_state_dict(ckpt["scheduler"])
+    job.start_epoch, job.step = int(ckpt["epoch"]), int(ckpt.get("step", 0))
+    if ckpt.get("history") is not None:
+        job.history = ckpt["history"]
+    if ckpt.get("rng") is not None:
+        set_rng_state(ckpt["rng"])
 
 
 def _run_epoch(job: _Job, epoch: int, stop: int) -> _Scored | None:
