@@ -16,6 +16,7 @@ from torchsparse_lite.prune.config import PruneConfig
 from torchsparse_lite.prune.importance import Magnitude
 from torchsparse_lite.prune.pipeline import run_pipeline
 from torchsparse_lite.prune.task import segmentation_batches
+from torchsparse_lite.train.checkpoint import load_model
 
 PRUNE_DIR = Path(__file__).resolve().parents[1] / "torchsparse_lite" / "prune"
 
@@ -180,3 +181,22 @@ def test_prune_cli_module_is_imported_by_no_library_module() -> None:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
                 assert "cmd" not in (node.module or ""), f"{path.name} imports {node.module}"
+
+
+@pytest.mark.parametrize("channels", [0.0, 0.3])
+def test_pipeline_composes_blocks_channels_and_taps(data, tmp_path, channels: float) -> None:
+    cfg = PruneConfig(ratio=channels, ignore=["stem.0.conv"], blocks={"ratio": 0.5, "criterion": "bn"},
+                      taps={"ratio": 0.3, "criterion": "contribution"}, finetune_steps=1,
+                      latency_repeats=1)  # fmt: skip
+    report = run_pipeline(MinkUNet(4, 9, cr=0.125), cfg, *data, 9, tmp_path, progress=False)
+    pruned = report["model"]
+    assert report["blocks"]["removed"] and all(
+        isinstance(pruned.get_submodule(n), torch.nn.Identity) for n in report["blocks"]["removed"]
+    )
+    assert report["taps"]["map_entries_ratio"] < 1.0
+    assert ("kept_channels" in report) == bool(channels)
+    assert report["after"]["macs"] < report["before"]["macs"]
+    loaded, _ = load_model(tmp_path / "pruned.pt")
+    x = data[1][0][0]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), pruned(x), rtol=0, atol=0)

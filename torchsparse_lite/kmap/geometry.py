@@ -46,6 +46,35 @@ def triple(value: IntOr3, name: str, minimum: int = 1) -> tuple[int, int, int]:
     return out  # type: ignore[return-value]
 
 
+KERNEL_SHAPES = ("box", "cross", "star")
+
+
+def kernel_taps(kernel_size: IntOr3, shape: str) -> tuple[int, ...] | None:
+    """Full-box indices (x fastest) of the taps of a named kernel shape of an odd, centred kernel.
+
+    * ``"box"``: every tap (returns None: no subset);
+    * ``"cross"``: the centre and the three axis lines through it
+      (``3 * (k - 1) + 1`` taps; 7 of a 3x3x3 kernel: the 6-neighbourhood);
+    * ``"star"``: the cross plus the four body diagonals (15 taps of 3x3x3).
+    """
+    if shape not in KERNEL_SHAPES:
+        raise ValueError(f"kernel shape must be one of {KERNEL_SHAPES} or a sequence of tap indices, got {shape!r}")
+    ks = triple(kernel_size, "kernel_size")
+    if shape == "box":
+        return None
+    if any(k % 2 == 0 for k in ks):
+        raise ValueError(f"the {shape!r} kernel shape needs an odd kernel size on every axis, got {ks}")
+    kept = []
+    for k in range(ks[0] * ks[1] * ks[2]):
+        off = (k % ks[0] - ks[0] // 2, k // ks[0] % ks[1] - ks[1] // 2, k // (ks[0] * ks[1]) - ks[2] // 2)
+        mags = {abs(v) for v in off if v}
+        on_axis = sum(v != 0 for v in off) <= 1
+        diagonal = shape == "star" and len(mags) == 1 and all(off)
+        if on_axis or diagonal:
+            kept.append(k)
+    return tuple(kept)
+
+
 def default_padding(kernel_size: tuple[int, int, int], dilation: tuple[int, int, int]) -> tuple[int, int, int]:
     """The engine's default padding: ``d * (k // 2)`` for odd ``k`` (centred taps), 0 for even ``k``.
 
@@ -136,10 +165,21 @@ class ConvGeometry:
 
     @property
     def symmetric(self) -> bool:
-        """True when tap ``k`` is minus tap ``K-1-k`` and the centre tap is zero (so the map mirrors)."""
-        if self.offsets_subset is not None or self.mode != "submanifold":
+        """True when tap ``k`` is minus tap ``K-1-k`` and the centre tap is zero (so the map mirrors).
+
+        A tap subset keeps the property when it holds the centre and, with
+        every tap, its mirror (cross and star kernels do): sorted full-box
+        indices closed under ``k -> V-1-k`` pair position ``j`` with ``J-1-j``.
+        """
+        if self.mode != "submanifold":
             return False
-        return all(k % 2 == 1 and p == d * (k // 2) for k, d, p in zip(self.kernel_size, self.dilation, self.padding))  # type: ignore[arg-type]
+        axes = zip(self.kernel_size, self.dilation, self.padding)  # type: ignore[arg-type]
+        centred = all(k % 2 == 1 and p == d * (k // 2) for k, d, p in axes)
+        if not centred or self.offsets_subset is None:
+            return centred
+        full = self.kernel_size[0] * self.kernel_size[1] * self.kernel_size[2]
+        kept = set(self.offsets_subset)
+        return full // 2 in kept and all(full - 1 - k in kept for k in kept)
 
     @property
     def tiles(self) -> bool:

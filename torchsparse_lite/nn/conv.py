@@ -10,7 +10,7 @@ from torch import nn
 
 from ..functional.conv import sparse_conv
 from ..grouping import GroupingConfig, GroupingTuner
-from ..kmap.geometry import ConvGeometry, default_padding, triple
+from ..kmap.geometry import ConvGeometry, default_padding, kernel_taps, triple
 from ..kmap.kernel_map import KernelMap
 from ..tensor import SparseTensor
 from .maps import layer_map, layer_output, output_stride
@@ -42,6 +42,13 @@ class Conv3d(nn.Module):
         map_key: optional name under which a conv stores its map in the
             tensor's cache, and under which a transposed conv finds its
             down-sampling map (as spconv's ``indice_key``).
+        taps: the kernel's shape: ``"box"`` (every tap, the default),
+            ``"cross"`` / ``"star"`` (see :func:`~torchsparse_lite.kmap.geometry.kernel_taps`)
+            or a sequence of full-box tap indices (x fastest). Only the kept
+            taps get weights (``weight`` is [len(taps), Cin, Cout], in
+            ascending tap order) and maps: each dropped tap saves its map
+            search, its gather-GEMM-scatter and its weights. Tap pruning
+            (:mod:`torchsparse_lite.prune.taps`) produces such layers.
         kmap_builder, backend, grouping, downsample_mode: per-layer overrides
             of the engine config (None = use the config).
 
@@ -66,6 +73,7 @@ class Conv3d(nn.Module):
         submanifold: bool | None = None,
         generative: bool = False,
         map_key: str | None = None,
+        taps: str | Sequence[int] | None = None,
         kmap_builder: str | None = None,
         backend: str | None = None,
         grouping: str | GroupingConfig | GroupingTuner | None = None,
@@ -89,9 +97,10 @@ class Conv3d(nn.Module):
         if submanifold and (not unit or transposed):
             raise ValueError("submanifold=True needs stride 1 and transposed=False")
         mode = "transposed" if transposed else ("submanifold" if submanifold else "conv")
-        self.geometry = ConvGeometry(
-            triple(kernel_size, "kernel_size"), stride3, triple(dilation, "dilation"), padding, mode
-        )
+        kernel3 = triple(kernel_size, "kernel_size")
+        subset = kernel_taps(kernel3, taps) if isinstance(taps, str) else taps
+        self.geometry = ConvGeometry(kernel3, stride3, triple(dilation, "dilation"), padding, mode,
+                                     offsets_subset=None if subset is None else tuple(subset))  # fmt: skip
         self.generative = bool(generative)
         self.map_key = map_key
         self.kmap_builder = kmap_builder
@@ -109,6 +118,7 @@ class Conv3d(nn.Module):
     mode = property(lambda self: self.geometry.mode)
     transposed = property(lambda self: self.geometry.mode == "transposed")
     submanifold = property(lambda self: self.geometry.mode == "submanifold")
+    taps = property(lambda self: self.geometry.offsets_subset, doc="kept full-box tap indices, or None (every tap)")
 
     @property
     def kernel_volume(self) -> int:
@@ -127,6 +137,8 @@ class Conv3d(nn.Module):
             s += f", dilation={self.dilation}"
         if self.padding != default_padding(self.kernel_size, self.dilation):
             s += f", padding={self.padding}"
+        if self.taps is not None:
+            s += f", taps={len(self.taps)}/{math.prod(self.kernel_size)}"
         s += f", mode={self.mode}" + (", generative" if self.generative else "")
         return s + (", bias=True" if self.bias is not None else "")
 

@@ -1,11 +1,13 @@
 """Pruning of sparse-conv networks: channel (structured) pruning that shrinks the model, importance
 criteria, unstructured / N:M masks, schedules, latency-driven search and reports.
 
-Main entry points: :func:`prune_model` (trace -> score -> select -> shrink), :func:`build_dependency_graph`,
+Main entry points: :func:`prune_model` (trace -> score -> select -> shrink), :func:`prune_taps` (whole
+kernel offsets, maps included), :func:`prune_blocks` (whole residual blocks), :func:`build_dependency_graph`,
 :func:`apply_nm_sparsity` / :func:`remove_masks`, :func:`sensitivity_analysis`, :func:`iterative_prune`,
 :func:`netadapt_search`; CLI ``python -m torchsparse_lite prune``.
 """
 
+from .blocks import block_importance, prune_blocks, removable_blocks, remove_blocks, select_blocks
 from .graph import ChannelGroup, DependencyGraph, build_dependency_graph
 from .importance import (
     FPGM,
@@ -34,8 +36,21 @@ from .schedule import (
 from .select import select_channels
 from .structured import ChannelPlan, masked_model, plan_pruning, prune_model
 from .surgery import apply_channel_shapes, apply_selection, channel_shapes, mask_groups, prune_groups
+from .taps import TapGroup, mask_taps, prune_taps, remove_taps, select_taps, tap_groups, tap_importance
 
 __all__ = [
+    "TapGroup",
+    "block_importance",
+    "mask_taps",
+    "prune_blocks",
+    "prune_taps",
+    "removable_blocks",
+    "remove_blocks",
+    "remove_taps",
+    "select_blocks",
+    "select_taps",
+    "tap_groups",
+    "tap_importance",
     "APoZ",
     "BNScale",
     "ChannelGroup",

@@ -5,10 +5,15 @@ from __future__ import annotations
 import numbers
 from dataclasses import dataclass, field
 
+from .blocks import BLOCK_CRITERIA
 from .importance import CRITERIA
 from .select import NORMALIZERS
+from .taps import TAP_CRITERIA, TAP_SCOPES
 
 SCHEDULES = ("oneshot", "iterative", "netadapt")
+# option dicts of the structural methods beside channels: key -> (default, allowed values or None for a fraction)
+TAP_KEYS = {"ratio": (None, None), "criterion": ("magnitude", TAP_CRITERIA), "scope": ("global", TAP_SCOPES)}
+BLOCK_KEYS = {"ratio": (None, None), "criterion": ("skip", BLOCK_CRITERIA), "layers": (False, (False, True))}
 MODES = ("global", "local")
 NM_KEYS = ("n", "m", "permute")
 
@@ -33,6 +38,13 @@ class PruneConfig:
     (kept through fine-tuning, then baked); slimming_steps / bn_penalty: train
     with an L1 penalty on BN gammas before scoring (Network Slimming);
     latency_repeats; importance_batches: batches fed to data-driven criteria.
+    blocks: ``{"ratio": 0.5, "criterion": "skip"|"bn", "layers": false}``
+    removes that fraction of the removable residual blocks (and with
+    ``layers`` shape-preserving conv layers) first (:mod:`.blocks`); taps:
+    ``{"ratio": 0.3, "criterion": "magnitude"|"taylor"|"contribution",
+    "scope": "global"|"layer"}`` removes that fraction of the map work as
+    whole kernel offsets after the channels (:mod:`.taps`). ``ratio: 0``
+    with ``blocks`` or ``taps`` prunes no channels.
 
     Raises:
         ValueError / TypeError naming the field when a value is out of range,
@@ -62,8 +74,12 @@ class PruneConfig:
     bn_penalty: float = 0.0
     slimming_steps: int = 0
     importance_batches: int = 2
+    blocks: dict | None = None
+    taps: dict | None = None
 
     def __post_init__(self) -> None:
+        self.blocks = _method_options("blocks", self.blocks, BLOCK_KEYS, upper=1.0)
+        self.taps = _method_options("taps", self.taps, TAP_KEYS, upper=None)
         self._check_names()
         self._check_numbers()
         self._check_sensitivity()
@@ -146,6 +162,34 @@ class PruneConfig:
         n, m = self.nm.get("n", 2), self.nm.get("m", 4)
         if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (n, m)) or not 0 < n <= m:
             raise ValueError(f"config nm needs integers 0 < n <= m, got n={n!r}, m={m!r}")
+
+
+def _method_options(name: str, opts: dict | None, keys: dict, upper: float | None) -> dict | None:
+    """``opts`` with defaults filled in, every key checked (``ratio`` required: a fraction, ``upper`` inclusive)."""
+    if opts is None:
+        return None
+    if not isinstance(opts, dict):
+        raise TypeError(f"config {name} must be a dict like {{'ratio': 0.3}}, got {opts!r}")
+    unknown = sorted(set(opts) - set(keys))
+    if unknown:
+        raise ValueError(f"config {name}: unknown key(s) {unknown}; valid: {list(keys)}")
+    if "ratio" not in opts:
+        raise ValueError(f"config {name} needs a ratio")
+    ratio = opts["ratio"]
+    if upper is not None:
+        if not _real(ratio) or not 0.0 <= ratio <= upper:
+            raise ValueError(f"config {name} ratio must be a number in [0, {upper}], got {ratio!r}")
+    else:
+        _fraction(f"{name} ratio", ratio)
+    out = {"ratio": float(ratio)}
+    for key, (default, allowed) in keys.items():
+        if key == "ratio":
+            continue
+        value = opts.get(key, default)
+        if value not in allowed or type(value) is not type(default):
+            raise ValueError(f"config {name} {key} must be one of {list(allowed)}, got {value!r}")
+        out[key] = value
+    return out
 
 
 def _real(value: object) -> bool:

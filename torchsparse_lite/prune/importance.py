@@ -141,7 +141,7 @@ def _feats(x: object) -> torch.Tensor:
     return x.feats if isinstance(x, SparseTensor) else x  # type: ignore[return-value]
 
 
-def _run_batches(model: nn.Module, batches: Batches, loss_fn: LossFn | None, backward: bool) -> int:
+def run_batches(model: nn.Module, batches: Batches, loss_fn: LossFn | None, backward: bool) -> int:
     """Forward (and backward) every batch in eval mode; returns the batch count."""
     was_training = model.training
     model.eval()
@@ -171,7 +171,7 @@ def _hooked_run(
     """Run the batches with forward hooks ``(submodule name, hook)`` attached, then detach them."""
     handles = [model.get_submodule(name).register_forward_hook(hook) for name, hook in hooks]
     try:
-        _run_batches(model, batches, loss_fn, backward=backward)
+        run_batches(model, batches, loss_fn, backward=backward)
     finally:
         for h in handles:
             h.remove()
@@ -258,7 +258,7 @@ class Fisher(Importance):
             for i, p in enumerate(_wb(mod)):
                 handles.append(p.register_hook(_sq_hook(sq[name], i)))
         try:
-            n = _run_batches(model, batches, loss_fn, backward=True)
+            n = run_batches(model, batches, loss_fn, backward=True)
         finally:
             for h in handles:
                 h.remove()

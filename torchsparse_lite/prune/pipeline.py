@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..train.checkpoint import load_checkpoint, save_checkpoint
+from .blocks import prune_blocks
 from .config import PruneConfig
 from .graph import DependencyGraph, build_dependency_graph
 from .importance import Importance, Scores, bn_l1_penalty, get_criterion
@@ -25,6 +26,7 @@ from .report import compare_latency, model_summary, plot_report, write_json
 from .schedule import iterative_prune, plot_sensitivity, ratios_for_drop, sensitivity_analysis
 from .structured import masked_model, prune_model
 from .surgery import channel_shapes, copy_model
+from .taps import prune_taps
 from .task import Batch, finetune, miou, segmentation_loss
 
 __all__ = ["PruneConfig", "PruneRun", "run_pipeline"]
@@ -105,10 +107,12 @@ def run_pipeline(
     model = copy_model(model).eval()
     report: dict = {"config": cfg.__dict__.copy()}
     _baseline(run, model, report)
-    graph = build_dependency_graph(model, run.example, cfg.ignore)
+    start = _prune_blocks(run, model, report)
+    graph = build_dependency_graph(start, run.example, cfg.ignore)
     crit = get_criterion(cfg.criterion)
-    scores = _sensitivity(run, model, graph, crit, report)
-    pruned = _prune(run, model, graph, crit, scores, report)
+    scores = _sensitivity(run, start, graph, crit, report)
+    pruned = _prune(run, start, graph, crit, scores, report) if cfg.ratio or cfg.schedule == "netadapt" else start
+    pruned = _prune_taps(run, pruned, report)
     report["pruned_no_finetune"] = {"metric": run.evaluate(pruned)}
     pruned = _nm_and_finetune(run, pruned, report)
     _measure(run, model, pruned, report)
@@ -125,6 +129,29 @@ def _baseline(run: PruneRun, model: nn.Module, report: dict) -> None:
     if cfg.slimming_steps:  # Network Slimming: train with an L1 penalty on BN gammas first
         report["slimming_losses"] = run.tune(model, cfg.slimming_steps, "slimming", cfg.bn_penalty or 1e-4)
         report["after_slimming"] = {"metric": run.evaluate(model)}
+
+
+def _prune_blocks(run: PruneRun, model: nn.Module, report: dict) -> nn.Module:
+    """Remove whole residual blocks first (``cfg.blocks``); the channel graph is then built on what is left."""
+    opts = run.cfg.blocks
+    if not opts:
+        return model
+    res = prune_blocks(model, opts["ratio"], opts["criterion"], run.importance_batches, opts["layers"])
+    report["blocks"] = {"candidates": res.candidates, "scores": res.scores, "removed": res.removed}
+    return res.model
+
+
+def _prune_taps(run: PruneRun, model: nn.Module, report: dict) -> nn.Module:
+    """Remove kernel offsets after the channels (``cfg.taps``), sharing taps across convs that share a map."""
+    opts = run.cfg.taps
+    if not opts:
+        return model
+    res = prune_taps(model, run.example, opts["ratio"], opts["criterion"], opts["scope"], run.importance_batches,
+                     segmentation_loss, run.cfg.ignore)  # fmt: skip
+    before, after = res.map_entries()
+    report["taps"] = {"kept": {g: list(k) for g, k in res.kept.items()}, "map_entries": [before, after],
+                      "map_entries_ratio": after / before if before else 1.0}  # fmt: skip
+    return res.model
 
 
 def _sensitivity(

@@ -7,6 +7,17 @@ loads: no pickled module and no original class are needed. Kinds:
 ``channel_shapes``
     ``{layer name: [in, out]}`` (``Conv3d``, ``Linear``) or ``[channels]``
     (batch norms), from :func:`~.surgery.channel_shapes`.
+``taps``
+    ``{conv name: [kept full-box tap indices]}`` of convs holding a tap
+    subset (tap pruning, :mod:`.taps`; cross / star kernels).
+
+``blocks``
+    ``[block name]``: residual blocks / layers replaced by ``nn.Identity``
+    (block pruning, :mod:`.blocks`).
+
+Records are applied in the order of :data:`KINDS` (channels before taps:
+resizing a conv keeps its taps, and the tap record then slices its weight;
+blocks last: the other records do not name the convs of removed blocks).
 
 *A new kind* (e.g. the kept kernel offsets of tap pruning) is one entry of
 :data:`KINDS`: a function that reads the record off a model and one that
@@ -20,7 +31,9 @@ from collections.abc import Callable
 
 from torch import nn
 
+from .blocks import apply_removed_blocks, removed_blocks
 from .surgery import apply_channel_shapes, channel_shapes
+from .taps import apply_tap_structure, tap_structure
 
 Reader = Callable[[nn.Module], dict]
 Applier = Callable[[nn.Module, dict], nn.Module]
@@ -41,13 +54,16 @@ def _changed_shapes(model: nn.Module, shapes: dict) -> nn.Module:
 
 KINDS: dict[str, tuple[Reader, Applier]] = {
     "channel_shapes": (channel_shapes, _changed_shapes),
+    "taps": (tap_structure, apply_tap_structure),
+    "blocks": (removed_blocks, apply_removed_blocks),
 }
 """Structure kind -> (read it off a model, apply it to a freshly built model in place)."""
 
 
 def structure_of(model: nn.Module) -> dict[str, dict]:
-    """Every kind's record of ``model`` (what a checkpoint stores as ``structure``)."""
-    return {kind: read(model) for kind, (read, _) in KINDS.items()}
+    """Every non-empty record of ``model`` (what a checkpoint stores as ``structure``)."""
+    records = {kind: read(model) for kind, (read, _) in KINDS.items()}
+    return {kind: rec for kind, rec in records.items() if rec}  # an empty record changes nothing
 
 
 def apply_structure(model: nn.Module, structure: dict[str, dict]) -> nn.Module:
@@ -64,6 +80,7 @@ def apply_structure(model: nn.Module, structure: dict[str, dict]) -> nn.Module:
             f"checkpoint structure has unknown kind(s) {unknown}; this torchsparse_lite applies {sorted(KINDS)} "
             "(the file was written by a newer version)"
         )
-    for kind, record in structure.items():
-        model = KINDS[kind][1](model, record)
+    for kind, (_, apply) in KINDS.items():
+        if kind in structure:
+            model = apply(model, structure[kind])
     return model

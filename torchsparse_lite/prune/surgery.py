@@ -96,7 +96,8 @@ def _rebuild(module: nn.Module, roles: dict[str, dict[int, tuple]]) -> tuple[nn.
             new = tsnn.Conv3d(
                 len(i), len(o), module.kernel_size, module.stride, module.dilation, module.bias is not None,
                 module.transposed, padding=module.padding, submanifold=module.submanifold,
-                generative=module.generative, map_key=module.map_key, kmap_builder=module.kmap_builder,
+                generative=module.generative, map_key=module.map_key, taps=module.taps,
+                kmap_builder=module.kmap_builder,
                 backend=module.backend, grouping=module.grouping, downsample_mode=module.downsample_mode,
             )  # fmt: skip
         else:
