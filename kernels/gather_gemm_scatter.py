@@ -37,7 +37,8 @@ import triton
 import triton.language as tl
 
 from .device import on_device
-from .tiles import TileConfig, is_interpreted
+from .gather_dot import dot_precision, gather_dot, needs_upcast
+from .tiles import TileConfig
 
 
 @triton.jit(
@@ -93,36 +94,16 @@ def gather_gemm_scatter_kernel(
 
     ak = tl.arange(0, BLOCK_K).to(tl.int64)
 
+    # The gather and the K loop over input channels: see gather_dot.py.
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, n_cin, BLOCK_K):
-        rk = k0 + ak
-        k_ok = rk < n_cin
-        # The gather: BLOCK_M scattered rows, BLOCK_K contiguous channels each.
-        a = tl.load(
-            feats_ptr + src[:, None] * stride_fm + rk[None, :] * stride_fk,
-            mask=row_ok[:, None] & k_ok[None, :],
-            other=0.0,
-        )
-        b = tl.load(
-            w_base + rk[:, None] * stride_wk + rn[None, :] * stride_wn,
-            mask=k_ok[:, None] & col_ok[None, :],
-            other=0.0,
-        )
-        if UPCAST:  # the interpreter's dot misreads bf16; the GPU path never takes this branch
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+    acc = gather_dot(acc, feats_ptr, src, row_ok, stride_fm, stride_fk,
+                     w_base, rn, col_ok, stride_wk, stride_wn, n_cin, ak, BLOCK_K, PRECISION, UPCAST)
     tl.atomic_add(
         out_ptr + dst[:, None] * stride_om + rn[None, :] * stride_on,
         acc,
         mask=row_ok[:, None] & col_ok[None, :],
         sem="relaxed",
     )
-
-
-def dot_precision(dtype: torch.dtype, allow_tf32: bool) -> str:
-    """``input_precision`` of ``tl.dot``: TF32 only for fp32 inputs when allowed."""
-    return "tf32" if (dtype == torch.float32 and allow_tf32) else "ieee"
 
 
 def gather_gemm_scatter(
@@ -163,7 +144,7 @@ def gather_gemm_scatter(
 def _launch(feats, weight, out, in_idx, out_idx, desc, longest, tiles, allow_tf32) -> None:
     """One launch over one group's ``desc`` (see :func:`gather_gemm_scatter`)."""
     cin, cout = weight.shape[1], weight.shape[2]
-    upcast = feats.dtype == torch.bfloat16 and is_interpreted(gather_gemm_scatter_kernel)
+    upcast = needs_upcast(feats.dtype, gather_gemm_scatter_kernel)
     tiles_m = triton.cdiv(longest, tiles.block_m)
     grid = (triton.cdiv(cout, tiles.block_n) * tiles_m * desc.shape[1],)
     gather_gemm_scatter_kernel[grid](

@@ -30,8 +30,8 @@ import triton
 import triton.language as tl
 
 from .device import on_device
-from .gather_gemm_scatter import dot_precision
-from .tiles import TileConfig, is_interpreted
+from .gather_dot import dot_precision, gather_dot, needs_upcast
+from .tiles import TileConfig
 
 
 @triton.jit(do_not_specialize=["n_offs", "n_rows"], do_not_specialize_on_alignment=["offs_ptr"])
@@ -78,23 +78,8 @@ def implicit_gemm_kernel(
         if tl.max(hit.to(tl.int32), axis=0) > 0:
             src64 = tl.where(hit, src, 0).to(tl.int64)
             w_base = weight_ptr + k * stride_wo
-            for k0 in range(0, n_cin, BLOCK_K):
-                rk = k0 + ak
-                k_ok = rk < n_cin
-                a = tl.load(
-                    feats_ptr + src64[:, None] * stride_fm + rk[None, :] * stride_fk,
-                    mask=hit[:, None] & k_ok[None, :],
-                    other=0.0,
-                )
-                b = tl.load(
-                    w_base + rk[:, None] * stride_wk + rn[None, :] * stride_wn,
-                    mask=k_ok[:, None] & col_ok[None, :],
-                    other=0.0,
-                )
-                if UPCAST:  # interpreter only, see gather_gemm_scatter.py
-                    a = a.to(tl.float32)
-                    b = b.to(tl.float32)
-                acc = tl.dot(a, b, acc, input_precision=PRECISION)
+            acc = gather_dot(acc, feats_ptr, src64, hit, stride_fm, stride_fk,
+                             w_base, rn, col_ok, stride_wk, stride_wn, n_cin, ak, BLOCK_K, PRECISION, UPCAST)
     ptrs = out_ptr + rm[:, None] * stride_om + rn[None, :] * stride_on
     mask = row_ok[:, None] & col_ok[None, :]
     if ACCUMULATE:
@@ -139,7 +124,7 @@ def implicit_gemm(
         The number of kernel launches.
     """
     n_rows, cin, cout = table.shape[1], weight.shape[1], weight.shape[2]
-    upcast = feats.dtype == torch.bfloat16 and is_interpreted(implicit_gemm_kernel)
+    upcast = needs_upcast(feats.dtype, implicit_gemm_kernel)
     grid = (triton.cdiv(n_rows, tiles.block_m) * triton.cdiv(cout, tiles.block_n),)
     launches = 0
     with on_device(feats=feats, weight=weight, out=out, table=table):

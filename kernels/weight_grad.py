@@ -26,8 +26,8 @@ import triton
 import triton.language as tl
 
 from .device import on_device
-from .gather_gemm_scatter import dot_precision
-from .tiles import TileConfig, is_interpreted
+from .gather_dot import dot_precision, load_tile, needs_upcast
+from .tiles import TileConfig
 
 MAX_SPLITS = 16  # bounds the partial buffer to 16 * K * Cin * Cout fp32
 
@@ -80,15 +80,9 @@ def weight_grad_kernel(
         ok = rm < hi
         src = tl.load(in_idx_ptr + start + rm, mask=ok, other=0)
         dst = tl.load(out_idx_ptr + start + rm, mask=ok, other=0)
-        a = tl.load(
-            feats_ptr + src[:, None] * stride_fm + ri[None, :] * stride_fk, mask=ok[:, None] & i_ok[None, :], other=0.0
-        )
-        b = tl.load(
-            grad_ptr + dst[:, None] * stride_gm + rj[None, :] * stride_gn, mask=ok[:, None] & j_ok[None, :], other=0.0
-        )
-        if UPCAST:  # interpreter only, see gather_gemm_scatter.py
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
+        # Both operands gathered (see gather_dot.py); the reduction runs along the map, hence a^T @ b.
+        a = load_tile(feats_ptr, src, ri, ok, i_ok, stride_fm, stride_fk, UPCAST)  # BLOCK_M x BLOCK_K
+        b = load_tile(grad_ptr, dst, rj, ok, j_ok, stride_gm, stride_gn, UPCAST)  # BLOCK_M x BLOCK_N
         acc = tl.dot(tl.trans(a), b, acc, input_precision=PRECISION)
     out = part_ptr + pid_ks * n_cin * n_cout + ri[:, None] * n_cout + rj[None, :]
     tl.store(out, acc, mask=i_ok[:, None] & j_ok[None, :])
@@ -121,7 +115,7 @@ def weight_grad(
         starts.append(starts[-1] + c)
     desc = torch.tensor([starts, list(counts)], dtype=torch.int64).to(feats.device)
     part = torch.zeros((volume * n_split, cin, cout), dtype=torch.float32, device=feats.device)
-    upcast = feats.dtype == torch.bfloat16 and is_interpreted(weight_grad_kernel)
+    upcast = needs_upcast(feats.dtype, weight_grad_kernel)
     grid = (volume * n_split, triton.cdiv(cin, tiles.block_k) * triton.cdiv(cout, tiles.block_n))
     with on_device(feats=feats, grad_out=grad_out, in_idx=in_idx, out_idx=out_idx):
         weight_grad_kernel[grid](
