@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 from toy_models import random_input
+from toy_models import small_minkunet as _net
 
-from torchsparse_lite.models import MinkUNet
 from torchsparse_lite.models.blocks import ResidualBlock
 from torchsparse_lite.prune import build_dependency_graph, prune_model
 from torchsparse_lite.prune.blocks import (
@@ -20,11 +20,6 @@ from torchsparse_lite.prune.blocks import (
 from torchsparse_lite.prune.importance import Magnitude
 from torchsparse_lite.prune.structure import apply_structure, structure_of
 from torchsparse_lite.train.checkpoint import load_model, save_checkpoint
-
-
-def _net(seed: int = 0) -> MinkUNet:
-    torch.manual_seed(seed)
-    return MinkUNet(4, 5, cr=0.25).eval()
 
 
 def test_removable_blocks_are_identity_shortcut_residuals() -> None:

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 from toy_models import random_input
+from toy_models import small_minkunet as _net
 
 from torchsparse_lite import nn as snn
-from torchsparse_lite.models import MinkUNet
 from torchsparse_lite.prune.structure import apply_structure, structure_of
 from torchsparse_lite.prune.surgery import copy_model
 from torchsparse_lite.prune.taps import (
@@ -21,11 +21,6 @@ from torchsparse_lite.prune.taps import (
     tap_importance,
 )
 from torchsparse_lite.train.checkpoint import load_model, save_checkpoint
-
-
-def _net(seed: int = 0) -> MinkUNet:
-    torch.manual_seed(seed)
-    return MinkUNet(4, 5, cr=0.25).eval()
 
 
 def _loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

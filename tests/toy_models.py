@@ -34,3 +34,11 @@ def random_input(n: int = 300, extent: int = 16, channels: int = 4, batch: int =
     xyz = torch.randint(0, extent, (n, 3), generator=gen)
     coords = torch.unique(torch.cat([b, xyz], 1), dim=0).to(torch.int32)
     return SparseTensor(torch.randn(len(coords), channels, generator=gen), coords)
+
+
+def small_minkunet(seed: int = 0, in_channels: int = 4, num_classes: int = 5) -> nn.Module:
+    """A seeded MinkUNet at cr 0.25 in eval mode (the pruning tests' real network)."""
+    from torchsparse_lite.models import MinkUNet  # noqa: PLC0415 - models pull in the whole stack
+
+    torch.manual_seed(seed)
+    return MinkUNet(in_channels, num_classes, cr=0.25).eval()
