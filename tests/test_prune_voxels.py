@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 import torch.nn.functional as F
-from reference import random_coords
+from toy_models import random_input
+from toy_models import small_minkunet as net
 
 from torchsparse_lite import SparseTensor
 from torchsparse_lite.models import MinkUNet, build_from_config
+from torchsparse_lite.models.minkunet import ENCODER_STAGES
 from torchsparse_lite.nn.voxel_drop import DropRecord, VoxelDrop, VoxelRestore, top_per_sample
+from torchsparse_lite.prune.report import fresh_input
 from torchsparse_lite.prune.structure import structure_of
 from torchsparse_lite.prune.voxels import (
     apply_voxel_pruning,
@@ -24,24 +25,12 @@ from torchsparse_lite.prune.voxels import (
 from torchsparse_lite.train.checkpoint import load_model as load_checkpoint_model
 from torchsparse_lite.train.checkpoint import save_checkpoint
 
-STAGES = ("stage1", "stage2", "stage3", "stage4")
+STAGES = ENCODER_STAGES
 
 
-def scan(seed: int = 0, n: int = 1500, batch: int = 2) -> SparseTensor:
-    """Two samples of random voxels in a 32^3 grid, 4 feature channels."""
-    g = torch.Generator().manual_seed(seed)
-    coords = random_coords(n, 32, batch, generator=g)
-    return SparseTensor(torch.randn(len(coords), 4, generator=g), coords)
-
-
-def fresh(x: SparseTensor) -> SparseTensor:
-    """The same voxels with an empty map cache."""
-    return SparseTensor(x.feats.clone(), x.coords.clone())
-
-
-def net(seed: int = 0) -> MinkUNet:
-    torch.manual_seed(seed)
-    return MinkUNet(4, 3, cr=0.125).eval()
+def scan(seed: int = 0) -> SparseTensor:
+    """Two samples of random voxels in a 32^3 grid (deep enough for four stride-2 stages)."""
+    return random_input(1500, 32, batch=2, seed=seed)
 
 
 def plain_forward(m: MinkUNet, x: SparseTensor) -> torch.Tensor:
@@ -85,13 +74,13 @@ def test_disabled_is_bit_identical() -> None:
     keys = list(m.state_dict())
     names = [n for n, _ in m.named_children()]
     with torch.no_grad():
-        ref = plain_forward(m, fresh(x))
-        assert torch.equal(m(fresh(x)), ref)
+        ref = plain_forward(m, fresh_input(x))
+        assert torch.equal(m(fresh_input(x)), ref)
         apply_voxel_pruning(m, keep=1.0)  # every voxel survives: the drop / restore wiring is exact
-        assert torch.equal(m(fresh(x)), ref)
+        assert torch.equal(m(fresh_input(x)), ref)
         remove_voxel_pruning(m)
         assert list(m.state_dict()) == keys and [n for n, _ in m.named_children()] == names
-        assert torch.equal(m(fresh(x)), ref)
+        assert torch.equal(m(fresh_input(x)), ref)
     assert structure_of(m).get("voxel_drop", {}) == {}
 
 
@@ -102,24 +91,24 @@ def test_every_point_gets_logits_and_transposed_convs_find_maps() -> None:
     hooks = [getattr(m, u).up.register_forward_hook(lambda _m, _a, out, u=u: ups.__setitem__(u, out))
              for u in ("up1", "up2", "up3", "up4")]  # fmt: skip
     with torch.no_grad():
-        logits = m(fresh(x))
+        logits = m(fresh_input(x))
     for h in hooks:
         h.remove()
-    assert logits.shape == (len(x), 3) and bool(torch.isfinite(logits).all())
+    assert logits.shape == (len(x), 5) and bool(torch.isfinite(logits).all())
     stats = voxel_stats(m)
     # each transposed conv lands on the survivors of the stage below (stage3, 2, 1) or on the full stem output
     for up, stage in (("up1", "stage3"), ("up2", "stage2"), ("up3", "stage1")):
         assert len(ups[up]) == stats[stage][0]
     assert len(ups["up4"]) == len(x) and torch.equal(ups["up4"].coords, x.coords)
     with torch.no_grad():
-        assert not torch.equal(logits, plain_forward(m, fresh(x)))
+        assert not torch.equal(logits, plain_forward(m, fresh_input(x)))
 
 
 @pytest.mark.parametrize("keep", [0.3, 0.7])
 def test_kept_counts_follow_the_ratio_per_sample(keep: float) -> None:
     m, x = net(), scan(1)
     apply_voxel_pruning(m, stages=("stage1", "stage3"), keep=keep)
-    downs = stage_inputs(m, fresh(x), "down")
+    downs = stage_inputs(m, fresh_input(x), "down")
     stats = voxel_stats(m)
     assert set(stats) == {"stage1", "stage3"}
     for s, (kept, total) in stats.items():
@@ -145,7 +134,7 @@ def test_norm_scorer_keeps_the_largest_features() -> None:
 def test_maps_are_rebuilt_for_the_survivors() -> None:
     m, x = net(), scan(2)
     apply_voxel_pruning(m, keep=0.6)
-    blocks = stage_inputs(m, fresh(x), "block")
+    blocks = stage_inputs(m, fresh_input(x), "block")
     stats = voxel_stats(m)
     for s in STAGES:
         kept, total = stats[s]
@@ -160,34 +149,34 @@ def test_eval_is_deterministic(scorer: str) -> None:
     m, x = net(), scan(3)
     apply_voxel_pruning(m, keep=0.5, scorer=scorer)
     with torch.no_grad():
-        a, sa = m(fresh(x)), voxel_stats(m)
-        b, sb = m(fresh(x)), voxel_stats(m)
+        a, sa = m(fresh_input(x)), voxel_stats(m)
+        b, sb = m(fresh_input(x)), voxel_stats(m)
     assert torch.equal(a, b) and sa == sb
 
 
 def test_budget_loss_training_moves_the_keep_rate_to_the_target() -> None:
     m, x = net(), scan(4)
     apply_voxel_pruning(m, stages=("stage1", "stage2"), keep=0.6, scorer="learned")
-    labels = torch.randint(0, 3, (len(x),), generator=torch.Generator().manual_seed(0))
+    labels = torch.randint(0, 5, (len(x),), generator=torch.Generator().manual_seed(0))
     opt = torch.optim.Adam(m.parameters(), lr=0.05)
     m.train()
     first = None
     for _ in range(12):
-        task = F.cross_entropy(m(fresh(x)), labels)
+        task = F.cross_entropy(m(fresh_input(x)), labels)
         budget = voxel_budget_loss(m, 0.2)
         first = float(budget.detach()) if first is None else first
         opt.zero_grad()
         (task + 10 * budget).backward()
         assert m.voxel_drop["stage1"].scorer.linear.weight.grad.abs().sum() > 0
         opt.step()
-    m(fresh(x))
+    m(fresh_input(x))
     assert float(voxel_budget_loss(m, 0.2).detach()) < 0.25 * first
     rates = [k / t for k, t in voxel_stats(m).values()]  # training-mode (sampled) keep rates
     assert all(r < 0.45 for r in rates), rates
     m.eval()
     with torch.no_grad():
-        m(fresh(x))
-    downs = stage_inputs(m, fresh(x), "down")
+        m(fresh_input(x))
+    downs = stage_inputs(m, fresh_input(x), "down")
     assert voxel_stats(m)["stage2"][0] == expected_kept(downs["stage2"].coords, 0.6)  # eval: top-k at keep
 
 
@@ -196,14 +185,14 @@ def test_checkpoint_round_trip_restores_the_wiring(tmp_path) -> None:
     apply_voxel_pruning(m, stages=("stage2", "stage4"), keep={"stage2": 0.4, "stage4": 0.8}, scorer="learned")
     with torch.no_grad():
         m.voxel_drop["stage2"].scorer.linear.weight.normal_()
-        expected = m(fresh(x))
+        expected = m(fresh_input(x))
     path = save_checkpoint(tmp_path / "vd.pt", m, {})
     loaded, ckpt = load_checkpoint_model(path)
     assert ckpt["structure"]["voxel_drop"] == voxel_drop_record(m)
     assert voxel_drop_record(loaded) == {"stage2": {"keep": 0.4, "scorer": "learned", "tau": 1.0},
                                          "stage4": {"keep": 0.8, "scorer": "learned", "tau": 1.0}}  # fmt: skip
     with torch.no_grad():
-        assert torch.equal(loaded(fresh(x)), expected)
+        assert torch.equal(loaded(fresh_input(x)), expected)
     assert voxel_stats(loaded) == voxel_stats(m)
     with pytest.raises(RuntimeError, match="voxel_drop"):  # the heads' weights need the wiring
         build_from_config(m.config()).load_state_dict(m.state_dict())
@@ -214,10 +203,10 @@ def test_mean_stats_and_copy() -> None:
     wired = apply_voxel_pruning(m, stages="stage1", keep=0.5, inplace=False)
     assert m.voxel_drop is None and wired is not m
     inputs = [scan(s) for s in range(3)]
-    mean = mean_voxel_stats(wired, [(fresh(x), None) for x in inputs])
+    mean = mean_voxel_stats(wired, [(fresh_input(x), None) for x in inputs])
     per = []
     for x in inputs:
-        wired(fresh(x))
+        wired(fresh_input(x))
         per.append(voxel_stats(wired)["stage1"])
     assert mean["stage1"]["kept"] == pytest.approx(sum(k for k, _ in per) / 3)
     assert mean["stage1"]["keep_ratio"] == pytest.approx(sum(k for k, _ in per) / sum(t for _, t in per))
@@ -247,5 +236,5 @@ def test_bad_input() -> None:
     with pytest.raises(ValueError, match="survivors"):
         VoxelRestore()(x, record)
     with pytest.raises(TypeError, match="DropRecord"):
-        VoxelRestore()(x, copy.copy(record.keep))
+        VoxelRestore()(x, record.keep)
     assert isinstance(record, DropRecord)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..nn.voxel_drop import DropRecord
 from ..tensor import SparseTensor
 from .blocks import ConvBlock, UpBlock, down_stage
 
@@ -18,6 +19,11 @@ DEPTHS: dict[int, tuple[int, ...]] = {
     34: (2, 3, 4, 6, 2, 2, 2, 2),
 }
 """Residual blocks per stage (4 encoder, then 4 decoder) of MinkUNet-18 / -34 (MinkowskiEngine)."""
+
+ENCODER_STAGES: tuple[str, ...] = ("stage1", "stage2", "stage3", "stage4")
+"""Encoder stages, finest first; each may hold a voxel drop (``MinkUNet.voxel_drop``)."""
+DECODER_STAGES: tuple[str, ...] = ("up1", "up2", "up3", "up4")
+"""Decoder stages, coarsest first (``up1``'s skip is ``stage3``'s output, ``up4``'s the stem's)."""
 
 
 def scale_channels(channels: Sequence[int], cr: float) -> tuple[int, ...]:
@@ -37,6 +43,17 @@ class MinkUNet(nn.Module):
     * ``up1..up4``: :class:`UpBlock` (transposed stride-2 k=2 conv, cat with the
       matching encoder output, residual blocks) with cs5..cs8;
     * ``classifier``: ``nn.Linear(cs8, num_classes)`` on the voxel features.
+
+    Dynamic voxel pruning (:func:`torchsparse_lite.prune.voxels.apply_voxel_pruning`):
+    ``voxel_drop`` is None (no child, no state_dict key, the plain forward) or an
+    ``nn.ModuleDict`` of :class:`~torchsparse_lite.nn.VoxelDrop` keyed by encoder
+    stage (:data:`ENCODER_STAGES`). A drop at stage ``s`` acts after the stage's
+    stride-2 conv: its residual blocks, every deeper stage and the decoder stage
+    at the same stride run on the survivors (maps built for them), and that
+    decoder stage's output (for ``stage4``: the encoder output) is restored to the
+    full stride-``2^s`` coordinates before the transposed conv that needs stage
+    ``s``'s down-sampling map. The stride-1 level is never dropped, so every
+    input voxel gets logits.
 
     Args:
         in_channels: input feature channels (e.g. 4: x, y, z, remission).
@@ -78,6 +95,7 @@ class MinkUNet(nn.Module):
         self.up3 = UpBlock(cs[6], cs[7], cs[1], blocks[6])
         self.up4 = UpBlock(cs[7], cs[8], cs[0], blocks[7])
         self.classifier = nn.Linear(cs[8], num_classes)
+        self.voxel_drop: nn.ModuleDict | None = None
         self.reset_norms()
 
     def reset_norms(self) -> None:
@@ -102,13 +120,35 @@ class MinkUNet(nn.Module):
             raise TypeError(f"MinkUNet expects a SparseTensor, got {type(x).__name__}")
         if x.stride != (1, 1, 1):
             raise ValueError(f"MinkUNet expects a stride-1 input, got stride {x.stride}")
-        x0 = self.stem(x)
-        x1 = self.stage1(x0)
-        x2 = self.stage2(x1)
-        x3 = self.stage3(x2)
-        x4 = self.stage4(x3)
-        y1 = self.up1(x4, x3)
-        y2 = self.up2(y1, x2)
-        y3 = self.up3(y2, x1)
-        y4 = self.up4(y3, x0)
-        return self.classifier(y4.feats)
+        skips = [self.stem(x)]
+        records: list[DropRecord | None] = [None]
+        for name in ENCODER_STAGES:
+            h, record = self._encode(name, skips[-1])
+            skips.append(h)
+            records.append(record)
+        y = self._restore("stage4", skips[4], records[4])
+        for level, name in zip((3, 2, 1, 0), DECODER_STAGES):
+            y = getattr(self, name)(y, skips[level])
+            if level:
+                y = self._restore(ENCODER_STAGES[level - 1], y, records[level])
+        return self.classifier(y.feats)
+
+    def _dropper(self, stage: str) -> nn.Module | None:
+        drops = self.voxel_drop
+        return drops[stage] if drops is not None and stage in drops else None
+
+    def _encode(self, stage: str, x: SparseTensor) -> tuple[SparseTensor, DropRecord | None]:
+        """Encoder stage ``stage`` on ``x``; with a voxel drop there, its blocks run on the survivors."""
+        drop = self._dropper(stage)
+        if drop is None:
+            return getattr(self, stage)(x), None
+        down, *blocks = getattr(self, stage)
+        h, record = drop(down(x))
+        for block in blocks:
+            h = block(h)
+        return h, record
+
+    def _restore(self, stage: str, y: SparseTensor, record: DropRecord | None) -> SparseTensor:
+        """``y`` on the full coordinates of ``stage``'s down-sampling conv (unchanged without a drop there)."""
+        drop = self._dropper(stage)
+        return y if drop is None else drop.restore(y, record)

@@ -5,6 +5,7 @@ from .bev import ToBEV, to_bev
 from .conv import Conv3d
 from .norm import BatchNorm, GroupNorm
 from .pooling import GlobalAvgPool, GlobalMaxPool, MaxPool3d, ToDense
+from .voxel_drop import VoxelDrop, VoxelRestore
 
 __all__ = [
     "BatchNorm",
@@ -20,5 +21,7 @@ __all__ = [
     "SiLU",
     "ToBEV",
     "ToDense",
+    "VoxelDrop",
+    "VoxelRestore",
     "to_bev",
 ]

@@ -4,6 +4,10 @@ A *structure* is ``{kind: record}``. The network is rebuilt from its model
 config, then every record is applied to it in place, then its ``state_dict``
 loads: no pickled module and no original class are needed. Kinds:
 
+``voxel_drop``
+    ``{encoder stage: {"keep", "scorer", "tau"}}``: MinkUNet's dynamic voxel
+    drops (:mod:`.voxels`); applied first, so that the learned keep heads exist
+    when the channel record resizes them.
 ``channel_shapes``
     ``{layer name: [in, out]}`` (``Conv3d``, ``Linear``) or ``[channels]``
     (batch norms), from :func:`~.surgery.channel_shapes`.
@@ -34,6 +38,7 @@ from torch import nn
 from .blocks import apply_removed_blocks, removed_blocks
 from .surgery import apply_channel_shapes, channel_shapes
 from .taps import apply_tap_structure, tap_structure
+from .voxels import apply_voxel_drop_record, voxel_drop_record
 
 Reader = Callable[[nn.Module], dict]
 Applier = Callable[[nn.Module, dict], nn.Module]
@@ -53,6 +58,7 @@ def _changed_shapes(model: nn.Module, shapes: dict) -> nn.Module:
 
 
 KINDS: dict[str, tuple[Reader, Applier]] = {
+    "voxel_drop": (voxel_drop_record, apply_voxel_drop_record),
     "channel_shapes": (channel_shapes, _changed_shapes),
     "taps": (tap_structure, apply_tap_structure),
     "blocks": (removed_blocks, apply_removed_blocks),
