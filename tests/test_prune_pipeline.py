@@ -200,3 +200,20 @@ def test_pipeline_composes_blocks_channels_and_taps(data, tmp_path, channels: fl
     x = data[1][0][0]
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), pruned(x), rtol=0, atol=0)
+
+
+def test_pipeline_wires_voxel_drops_with_budget(data, tmp_path) -> None:
+    cfg = PruneConfig(ratio=0.0, voxels={"keep": 0.6, "stages": ["stage1", "stage2"]}, finetune_steps=2,
+                      latency_repeats=1)  # fmt: skip
+    report = run_pipeline(MinkUNet(4, 9, cr=0.125), cfg, *data, 9, tmp_path, progress=False)
+    stats = report["voxels"]["after"]
+    assert set(stats) == {"stage1", "stage2"}
+    assert all(0.5 < s["keep_ratio"] <= 0.7 for s in stats.values())  # per-sample rounding of 0.6
+    loaded, _ = load_model(tmp_path / "pruned.pt")
+    x = data[1][0][0]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), report["model"](x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="voxels keep"):
+        PruneConfig(voxels={"keep": 0.0})
+    with pytest.raises(ValueError, match="voxels stages"):
+        PruneConfig(voxels={"stages": ["stem"]})

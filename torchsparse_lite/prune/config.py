@@ -5,6 +5,8 @@ from __future__ import annotations
 import numbers
 from dataclasses import dataclass, field
 
+from ..models.minkunet import ENCODER_STAGES
+from ..nn.voxel_drop import SCORERS
 from .blocks import BLOCK_CRITERIA
 from .importance import CRITERIA
 from .select import NORMALIZERS
@@ -13,6 +15,7 @@ from .taps import TAP_CRITERIA, TAP_SCOPES
 SCHEDULES = ("oneshot", "iterative", "netadapt")
 # option dicts of the structural methods beside channels: key -> (default, allowed values or None for a fraction)
 TAP_KEYS = {"ratio": (None, None), "criterion": ("magnitude", TAP_CRITERIA), "scope": ("global", TAP_SCOPES)}
+VOXEL_KEYS = {"keep": 0.7, "scorer": "learned", "stages": list(ENCODER_STAGES), "budget_weight": 1.0}
 BLOCK_KEYS = {"ratio": (None, None), "criterion": ("skip", BLOCK_CRITERIA), "layers": (False, (False, True))}
 MODES = ("global", "local")
 NM_KEYS = ("n", "m", "permute")
@@ -43,8 +46,11 @@ class PruneConfig:
     ``layers`` shape-preserving conv layers) first (:mod:`.blocks`); taps:
     ``{"ratio": 0.3, "criterion": "magnitude"|"taylor"|"contribution",
     "scope": "global"|"layer"}`` removes that fraction of the map work as
-    whole kernel offsets after the channels (:mod:`.taps`). ``ratio: 0``
-    with ``blocks`` or ``taps`` prunes no channels.
+    whole kernel offsets after the channels (:mod:`.taps`); voxels:
+    ``{"keep": 0.7, "scorer": "learned"|"norm", "stages": [...],
+    "budget_weight": 1.0}`` wires dynamic voxel drops into a MinkUNet last
+    (:mod:`.voxels`; a learned scorer is fine-tuned with the budget loss).
+    ``ratio: 0`` with ``blocks``, ``taps`` or ``voxels`` prunes no channels.
 
     Raises:
         ValueError / TypeError naming the field when a value is out of range,
@@ -76,8 +82,10 @@ class PruneConfig:
     importance_batches: int = 2
     blocks: dict | None = None
     taps: dict | None = None
+    voxels: dict | None = None
 
     def __post_init__(self) -> None:
+        self.voxels = _voxel_options(self.voxels)
         self.blocks = _method_options("blocks", self.blocks, BLOCK_KEYS, upper=1.0)
         self.taps = _method_options("taps", self.taps, TAP_KEYS, upper=None)
         self._check_names()
@@ -189,6 +197,29 @@ def _method_options(name: str, opts: dict | None, keys: dict, upper: float | Non
         if value not in allowed or type(value) is not type(default):
             raise ValueError(f"config {name} {key} must be one of {list(allowed)}, got {value!r}")
         out[key] = value
+    return out
+
+
+def _voxel_options(opts: dict | None) -> dict | None:
+    """``voxels`` with defaults filled in: keep in (0, 1], scorer, encoder stages, budget weight >= 0."""
+    if opts is None:
+        return None
+    if not isinstance(opts, dict):
+        raise TypeError(f"config voxels must be a dict like {{'keep': 0.7, 'scorer': 'learned'}}, got {opts!r}")
+    unknown = sorted(set(opts) - set(VOXEL_KEYS))
+    if unknown:
+        raise ValueError(f"config voxels: unknown key(s) {unknown}; valid: {list(VOXEL_KEYS)}")
+    out = {k: opts.get(k, v) for k, v in VOXEL_KEYS.items()}
+    if not _real(out["keep"]) or not 0.0 < out["keep"] <= 1.0:
+        raise ValueError(f"config voxels keep must be a number in (0, 1], got {out['keep']!r}")
+    if out["scorer"] not in SCORERS:
+        raise ValueError(f"config voxels scorer must be one of {list(SCORERS)}, got {out['scorer']!r}")
+    stages = out["stages"]
+    if not isinstance(stages, list | tuple) or not stages or any(s not in ENCODER_STAGES for s in stages):
+        raise ValueError(f"config voxels stages must be a non-empty list from {list(ENCODER_STAGES)}, got {stages!r}")
+    if not _real(out["budget_weight"]) or out["budget_weight"] < 0:
+        raise ValueError(f"config voxels budget_weight must be a number >= 0, got {out['budget_weight']!r}")
+    out["stages"] = list(stages)
     return out
 
 

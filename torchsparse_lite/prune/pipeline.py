@@ -28,6 +28,7 @@ from .structured import masked_model, prune_model
 from .surgery import channel_shapes, copy_model
 from .taps import prune_taps
 from .task import Batch, finetune, miou, segmentation_loss
+from .voxels import apply_voxel_pruning, mean_voxel_stats, voxel_budget_loss, voxel_drops
 
 __all__ = ["PruneConfig", "PruneRun", "run_pipeline"]
 
@@ -63,8 +64,15 @@ class PruneRun:
         return miou(model, self.val, self.num_classes)
 
     def tune(self, model: nn.Module, steps: int, desc: str = "fine-tune", penalty: float = 0.0) -> list[float]:
-        """Fine-tune in place on the training batches (with an L1 penalty on BN gammas when ``penalty`` > 0)."""
-        extra = (lambda mm: bn_l1_penalty(mm, penalty)) if penalty > 0 else None
+        """Fine-tune in place on the training batches (with an L1 penalty on BN gammas when ``penalty`` > 0,
+        and the voxel budget loss when the model has learned voxel drops)."""
+        terms = []
+        if penalty > 0:
+            terms.append(lambda mm: bn_l1_penalty(mm, penalty))
+        vox = self.cfg.voxels
+        if vox and vox["scorer"] == "learned" and vox["budget_weight"] > 0 and voxel_drops(model):
+            terms.append(lambda mm: vox["budget_weight"] * voxel_budget_loss(mm))
+        extra = (lambda mm: sum(t(mm) for t in terms)) if terms else None
         return finetune(model, self.train, steps, lr=self.cfg.lr, progress=self.progress, desc=desc, extra_loss=extra)
 
 
@@ -113,8 +121,11 @@ def run_pipeline(
     scores = _sensitivity(run, start, graph, crit, report)
     pruned = _prune(run, start, graph, crit, scores, report) if cfg.ratio or cfg.schedule == "netadapt" else start
     pruned = _prune_taps(run, pruned, report)
+    pruned = _prune_voxels(run, pruned, report)
     report["pruned_no_finetune"] = {"metric": run.evaluate(pruned)}
     pruned = _nm_and_finetune(run, pruned, report)
+    if cfg.voxels:
+        report["voxels"]["after"] = mean_voxel_stats(pruned, run.val)
     _measure(run, model, pruned, report)
     _write(run, model, pruned, report, save_model)
     report["model"] = pruned
@@ -152,6 +163,16 @@ def _prune_taps(run: PruneRun, model: nn.Module, report: dict) -> nn.Module:
     report["taps"] = {"kept": {g: list(k) for g, k in res.kept.items()}, "map_entries": [before, after],
                       "map_entries_ratio": after / before if before else 1.0}  # fmt: skip
     return res.model
+
+
+def _prune_voxels(run: PruneRun, model: nn.Module, report: dict) -> nn.Module:
+    """Wire dynamic voxel drops into (a copy of) a MinkUNet last (``cfg.voxels``); fine-tuned with its budget."""
+    opts = run.cfg.voxels
+    if not opts:
+        return model
+    wired = apply_voxel_pruning(model, opts["stages"], opts["keep"], opts["scorer"], inplace=False)
+    report["voxels"] = {"before_finetune": mean_voxel_stats(wired, run.val)}
+    return wired
 
 
 def _sensitivity(
