@@ -11,7 +11,8 @@ One command (CPU; the full run takes about an hour on a shared 2-core machine)::
    ``--plateau`` points twice in a row), saves it (``base.pt``, reused on the
    next run unless ``--retrain``).
 2. For every method (channels 30/50/70 % by L1, random channels, kernel
-   taps, residual blocks, dynamic voxels, and combinations) prunes a copy
+   taps, residual blocks, dynamic voxels (feature norm or a learned head
+   trained with the budget loss), and combinations) prunes a copy
    through the prune pipeline and fine-tunes it with one fixed budget
    (``--finetune-steps``).
 3. The honest baselines: random channel selection, and the architecture of
@@ -65,8 +66,14 @@ METHODS: dict[str, dict] = {
     "channels-50+taps-50": {"ratio": 0.5, "taps": {"ratio": 0.5}},
     "blocks-100+channels-50": {"ratio": 0.5, "blocks": {"ratio": 1.0}},
     "blocks-100+channels-50+taps-50": {"ratio": 0.5, "blocks": {"ratio": 1.0}, "taps": {"ratio": 0.5}},
+    "voxels-norm-70": {"ratio": 0.0, "voxels": {"keep": 0.7, "scorer": "norm"}},
+    "voxels-learned-70": {"ratio": 0.0, "voxels": {"keep": 0.7}},
+    "voxels-learned-50": {"ratio": 0.0, "voxels": {"keep": 0.5}},
+    "channels-50+taps-50+voxels-70": {"ratio": 0.5, "taps": {"ratio": 0.5}, "voxels": {"keep": 0.7}},
+    "blocks-100+channels-50+taps-50+voxels-70": {"ratio": 0.5, "blocks": {"ratio": 1.0}, "taps": {"ratio": 0.5},
+                                                 "voxels": {"keep": 0.7}},
 }
-SMOKE_METHODS = ("channels-l1-50", "taps-magnitude-50", "blocks-skip-100")
+SMOKE_METHODS = ("channels-l1-50", "taps-magnitude-50", "blocks-skip-100", "voxels-learned-70")
 
 
 def arguments(argv: list[str] | None = None) -> argparse.Namespace:
@@ -192,6 +199,10 @@ def run_method(name: str, base, train, val, num_classes: int, args) -> tuple[dic
         row["map_entries_ratio"] = report["taps"]["map_entries_ratio"]
     if "blocks" in report:
         row["blocks_removed"] = report["blocks"]["removed"]
+    if "voxels" in report:
+        after = report["voxels"]["after"]
+        row["voxels_kept"] = {s: v["keep_ratio"] for s, v in after.items()}
+        row["encoder_voxels_kept"] = sum(v["kept"] for v in after.values()) / sum(v["total"] for v in after.values())
     return row, pruned
 
 

@@ -68,16 +68,18 @@ def write_table(result: dict, path: Path) -> Path:
         f"held-out mIoU {base['miou']:.1f}. Latency: CPU time of a forward with maps built, interleaved with the "
         "base in the same run, median ratio. `*` = on the Pareto front.",
         "",
-        "| method | mIoU | ΔmIoU | before fine-tune | latency × | params | MACs | peak MB | map entries × |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | mIoU | ΔmIoU | before fine-tune | latency × | params | MACs | peak MB | map entries × "
+        "| voxels kept (stages 1-4) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         maps = f"{r['map_entries_ratio']:.2f}" if "map_entries_ratio" in r else ""
         pre = f"{r['miou_before_finetune']:.1f}" if "miou_before_finetune" in r else ""
+        vox = f"{r['encoder_voxels_kept']:.2f}" if "encoder_voxels_kept" in r else ""
         lines.append(
             f"| {r['method']}{' *' if r['method'] in front else ''} | {r['miou']:.1f} | {r['miou'] - base['miou']:+.1f}"
             f" | {pre} | {r['latency_ratio']:.2f} | {r['parameters'] / 1e6:.3f} M | {r['macs'] / 1e9:.2f} G"
-            f" | {r['peak_bytes'] / 2**20:.0f} | {maps} |"
+            f" | {r['peak_bytes'] / 2**20:.0f} | {maps} | {vox} |"
         )
     path.write_text("\n".join(lines) + "\n")
     return path

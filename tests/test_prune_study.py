@@ -27,6 +27,7 @@ def test_smoke_study_writes_rows_plot_and_table(tmp_path) -> None:
     assert rows["scratch-channels-50"]["parameters"] == rows["channels-l1-50"]["parameters"]
     assert 0 < rows["taps-magnitude-50"]["map_entries_ratio"] < 1
     assert rows["blocks-skip-100"]["blocks_removed"]
+    assert 0.5 < rows["voxels-learned-70"]["encoder_voxels_kept"] < 0.9
     saved = json.loads((tmp_path / "study.json").read_text())
     assert saved["rows"] == out["rows"] and (tmp_path / "pareto.png").stat().st_size > 0
     table = (tmp_path / "table.md").read_text()
