@@ -281,3 +281,18 @@ def test_bad_files_name_the_problem(seg: SimpleNamespace, det: SimpleNamespace, 
         load_checkpoint(tmp_path / "foreign.pt")
     with pytest.raises(ValueError, match="task must be"):
         save_checkpoint(tmp_path / "x.pt", MinkUNet(4, 9, cr=0.125), {}, task="tracking")
+
+
+def test_structural_methods_from_the_prune_cli_load_in_eval(seg: SimpleNamespace, tmp_path: Path) -> None:
+    """taps + blocks + voxels chosen in the prune config JSON; the pruned file evaluates and predicts."""
+    cfg = {**PRUNE, "ratio": 0.0, "blocks": {"ratio": 1.0, "criterion": "bn"}, "taps": {"ratio": 0.3},
+           "voxels": {"keep": 0.7, "scorer": "norm"}}  # fmt: skip
+    (tmp_path / "structural.json").write_text(json.dumps(cfg))
+    assert main(["prune", "--checkpoint", str(seg.run / "model.pt"), "--config", str(tmp_path / "structural.json"),
+                 "--out", str(tmp_path / "p"), "--no-progress"]) == 0  # fmt: skip
+    rep = json.loads((tmp_path / "p" / "report.json").read_text())
+    assert rep["blocks"]["removed"] and rep["taps"]["map_entries_ratio"] < 1.0 and rep["voxels"]["after"]
+    model, ckpt = load_model(tmp_path / "p" / "pruned.pt")
+    assert set(ckpt["structure"]) >= {"blocks", "taps", "voxel_drop"}
+    assert main(["eval", "--checkpoint", str(tmp_path / "p" / "pruned.pt"), "--out", str(tmp_path / "e"),
+                 "--batch-size", "1", "--no-progress"]) == 0  # fmt: skip
