@@ -86,3 +86,17 @@ def test_bad_block_arguments() -> None:
         remove_blocks(model, ["stem"])
     with pytest.raises(ValueError, match="does not have"):
         apply_structure(_net(), {"blocks": ["nope"]})
+
+
+def test_detection_backbone_blocks_are_removable() -> None:
+    from torchsparse_lite.detection.backbone import SparseBackbone8x, SparseBasicBlock  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    backbone = SparseBackbone8x(4, (8, 16, 16, 16), (1, 1, 1, 1), 16).eval()
+    names = removable_blocks(backbone)
+    assert len(names) == 4 and all(isinstance(backbone.get_submodule(n), SparseBasicBlock) for n in names)
+    x = random_input(400, 24, seed=9)
+    res = prune_blocks(backbone, 0.5, "skip", batches=[(x, None)])
+    assert len(res.removed) == 2
+    with torch.no_grad():
+        assert res.model(x).feats.shape[1] == 16

@@ -13,6 +13,8 @@ from ..tensor import SparseTensor
 class SparseBasicBlock(nn.Module):
     """Residual block of two 3x3x3 submanifold convs: ``relu(x + bn(conv(relu(bn(conv(x))))))``."""
 
+    identity_shortcut = True  # relu(x + f(x)): block pruning may replace it by nn.Identity
+
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.conv1 = spnn.Conv3d(channels, channels, 3)

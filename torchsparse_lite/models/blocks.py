@@ -82,6 +82,11 @@ class ResidualBlock(nn.Module):
             self.downsample = ConvBlock(in_channels, out_channels, 1, stride, relu=False)
         self.relu = spnn.ReLU(inplace=True)
 
+    @property
+    def identity_shortcut(self) -> bool:
+        """True when the shortcut is the identity: the block may be replaced by ``nn.Identity`` (block pruning)."""
+        return isinstance(self.downsample, nn.Identity)
+
     def forward(self, x: SparseTensor) -> SparseTensor:
         return self.relu(self.main(x) + self.downsample(x))
 

@@ -2,8 +2,10 @@
 
 A block can go when the network still fits together without it: its output
 has its input's coordinates and channels, so the block can become
-``nn.Identity``. That holds for a :class:`~torchsparse_lite.models.blocks.ResidualBlock`
-with an identity shortcut (``relu(x + f(x))`` becomes ``x``) and for a
+``nn.Identity``. That holds for a residual block whose ``identity_shortcut``
+is True (``relu(x + f(x))`` becomes ``x``: MinkUNet's
+:class:`~torchsparse_lite.models.blocks.ResidualBlock` without a projection,
+the detection backbone's ``SparseBasicBlock``) and for a
 submanifold ``conv -> bn -> relu`` layer with as many outputs as inputs.
 Removing a block removes its convs, their maps' gathers and scatters and
 their share of every later map lookup: the work that channel pruning cannot
@@ -28,7 +30,6 @@ import torch
 from torch import nn
 
 from .. import nn as tsnn
-from ..models.blocks import ResidualBlock
 from .surgery import copy_model, set_submodule
 
 BLOCK_CRITERIA = ("skip", "bn")
@@ -52,7 +53,7 @@ def removable_blocks(model: nn.Module, layers: bool = False) -> list[str]:
     for name, mod in model.named_modules():
         if any(name.startswith(p + ".") for p in out):
             continue
-        if isinstance(mod, ResidualBlock) and isinstance(mod.downsample, nn.Identity):
+        if getattr(mod, "identity_shortcut", False) is True:
             out.append(name)
         elif layers and _is_layer(mod) and not _inside_residual(model, name):
             out.append(name)
@@ -61,7 +62,8 @@ def removable_blocks(model: nn.Module, layers: bool = False) -> list[str]:
 
 def _inside_residual(model: nn.Module, name: str) -> bool:
     parts = name.split(".")
-    return any(isinstance(model.get_submodule(".".join(parts[:i])), ResidualBlock) for i in range(1, len(parts)))
+    return any(getattr(model.get_submodule(".".join(parts[:i])), "identity_shortcut", None) is not None
+               for i in range(1, len(parts)))  # fmt: skip
 
 
 def _last_bn(block: nn.Module) -> tsnn.BatchNorm | None:
