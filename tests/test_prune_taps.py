@@ -33,10 +33,12 @@ def _batches(x):
 
 def test_groups_follow_shared_maps() -> None:
     model, x = _net(), random_input(600, 24, seed=2)
-    groups = tap_groups(model, x)
+    groups = tap_groups(model, x, strided=True)
     by_conv = {c: g for g in groups for c in g.convs}
     convs = {n for n, m in model.named_modules() if isinstance(m, snn.Conv3d) and m.kernel_volume > 1}
     assert set(by_conv) == convs  # every conv with more than one tap is in exactly one group
+    subm_only = tap_groups(model, x)  # the default: submanifold convs only
+    assert {c for g in subm_only for c in g.convs} == {c for c in convs if model.get_submodule(c).submanifold}
     subm = [g for g in groups if g.fixed]
     assert subm and all(len(g.convs) > 1 for g in subm)  # a stage's submanifold convs share one map
     down_up = [g for g in groups if any(model.get_submodule(c).transposed for c in g.convs)]
@@ -86,7 +88,7 @@ def test_layer_scope_meets_each_budget_and_global_meets_the_total() -> None:
 
 def test_lower_scores_go_first() -> None:
     model, x = _net(), random_input(400, 20, seed=5)
-    groups = tap_groups(model, x)
+    groups = tap_groups(model, x, strided=True)  # a strided group: single taps, no mirror pairs
     g = next(g for g in groups if not g.fixed)
     scores = [torch.full((len(h.taps),), 1.0 / len(h.taps)) for h in groups]
     gi = groups.index(g)

@@ -14,7 +14,8 @@ from .taps import TAP_CRITERIA, TAP_SCOPES
 
 SCHEDULES = ("oneshot", "iterative", "netadapt")
 # option dicts of the structural methods beside channels: key -> (default, allowed values or None for a fraction)
-TAP_KEYS = {"ratio": (None, None), "criterion": ("magnitude", TAP_CRITERIA), "scope": ("global", TAP_SCOPES)}
+TAP_KEYS = {"ratio": (None, None), "criterion": ("magnitude", TAP_CRITERIA), "scope": ("global", TAP_SCOPES),
+            "strided": (False, (False, True))}
 VOXEL_KEYS = {"keep": 0.7, "scorer": "learned", "stages": list(ENCODER_STAGES), "budget_weight": 1.0}
 BLOCK_KEYS = {"ratio": (None, None), "criterion": ("skip", BLOCK_CRITERIA), "layers": (False, (False, True))}
 MODES = ("global", "local")
@@ -45,7 +46,7 @@ class PruneConfig:
     removes that fraction of the removable residual blocks (and with
     ``layers`` shape-preserving conv layers) first (:mod:`.blocks`); taps:
     ``{"ratio": 0.3, "criterion": "magnitude"|"taylor"|"contribution",
-    "scope": "global"|"layer"}`` removes that fraction of the map work as
+    "scope": "global"|"layer", "strided": false}`` removes that fraction of the map work as
     whole kernel offsets after the channels (:mod:`.taps`); voxels:
     ``{"keep": 0.7, "scorer": "learned"|"norm", "stages": [...],
     "budget_weight": 1.0}`` wires dynamic voxel drops into a MinkUNet last

@@ -158,7 +158,7 @@ def _prune_taps(run: PruneRun, model: nn.Module, report: dict) -> nn.Module:
     if not opts:
         return model
     res = prune_taps(model, run.example, opts["ratio"], opts["criterion"], opts["scope"], run.importance_batches,
-                     segmentation_loss, run.cfg.ignore)  # fmt: skip
+                     segmentation_loss, run.cfg.ignore, opts["strided"])  # fmt: skip
     before, after = res.map_entries()
     report["taps"] = {"kept": {g: list(k) for g, k in res.kept.items()}, "map_entries": [before, after],
                       "map_entries_ratio": after / before if before else 1.0}  # fmt: skip

@@ -77,8 +77,17 @@ def _map_key(conv: tsnn.Conv3d, kmap) -> tuple:
     return ends, conv.kernel_size, conv.stride, conv.dilation, conv.padding, conv.taps
 
 
-def tap_groups(model: nn.Module, x: SparseTensor, exclude: Iterable[str] = ()) -> list[TapGroup]:
-    """Run ``model(x)`` once and group its ``Conv3d`` layers (kernel volume > 1) by the map they use."""
+def tap_groups(
+    model: nn.Module, x: SparseTensor, exclude: Iterable[str] = (), strided: bool = False
+) -> list[TapGroup]:
+    """Run ``model(x)`` once and group its ``Conv3d`` layers (kernel volume > 1) by the map they use.
+
+    Only submanifold convs are candidates unless ``strided``: a strided conv's
+    output set is the sites its taps reach, so dropping a tap of a tiling
+    down-sampling conv (k = s = 2) silently discards every input voxel at that
+    window position (and the coarse voxels only they produced) — voxel
+    dropping by another name, not a cheaper kernel.
+    """
     seen: dict[tuple, list[tuple[str, tsnn.Conv3d, tuple[int, ...]]]] = {}
 
     def make_hook(name: str):
@@ -96,7 +105,8 @@ def tap_groups(model: nn.Module, x: SparseTensor, exclude: Iterable[str] = ()) -
     finally:
         for h in handles:
             h.remove()
-    return [_group(members) for members in seen.values()]
+    groups = [_group(members) for members in seen.values()]
+    return [g for g in groups if strided or all(model.get_submodule(c).submanifold for c in g.convs)]
 
 
 def _group(members: list[tuple[str, tsnn.Conv3d, tuple[int, ...]]]) -> TapGroup:
@@ -324,10 +334,14 @@ def prune_taps(
     batches: Batches = (),
     loss_fn: Callable | None = None,
     exclude: Iterable[str] = (),
+    strided: bool = False,
 ) -> TapPruneResult:
-    """One-shot tap pruning of a copy of ``model``: group by map, score, select ``ratio`` of the map work, remove."""
+    """One-shot tap pruning of a copy of ``model``: group by map, score, select ``ratio`` of the map work, remove.
+
+    ``ratio`` is a fraction of the candidate groups' map work (submanifold convs unless ``strided``).
+    """
     pruned = copy_model(model)
-    groups = tap_groups(pruned, x, exclude)
+    groups = tap_groups(pruned, x, exclude, strided)
     scores = tap_importance(pruned, groups, criterion, batches, loss_fn)
     kept = select_taps(groups, scores, ratio, scope)
     remove_taps(pruned, groups, kept)
