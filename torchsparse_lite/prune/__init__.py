@@ -2,13 +2,25 @@
 criteria, unstructured / N:M masks, schedules, latency-driven search and reports.
 
 Main entry points: :func:`prune_model` (trace -> score -> select -> shrink), :func:`prune_taps` (whole
-kernel offsets, maps included), :func:`prune_blocks` (whole residual blocks), :func:`build_dependency_graph`,
+kernel offsets, maps included), :func:`prune_blocks` (whole residual blocks), :func:`train_group_lasso`
+(channels trained to zero), :func:`train_l0` (hard-concrete gates), :func:`reconstruct_consumers`
+(least-squares refit after pruning, with the ``thinet`` criterion), :func:`build_dependency_graph`,
 :func:`apply_nm_sparsity` / :func:`remove_masks`, :func:`sensitivity_analysis`, :func:`iterative_prune`,
 :func:`netadapt_search`; CLI ``python -m torchsparse_lite prune``.
 """
 
 from .blocks import block_importance, prune_blocks, removable_blocks, remove_blocks, select_blocks
 from .graph import ChannelGroup, DependencyGraph, build_dependency_graph
+from .group_lasso import (
+    GroupNorm,
+    channel_norms,
+    channel_slices,
+    group_lasso_penalty,
+    proximal_step,
+    train_group_lasso,
+    zeroed_channels,
+)
+from .hessian import HessianOBD, hessian_vector_product, hutchinson_diagonal
 from .importance import (
     FPGM,
     APoZ,
@@ -20,10 +32,13 @@ from .importance import (
     Taylor,
     bn_l1_penalty,
     get_criterion,
+    register_criterion,
 )
+from .l0 import HardConcreteGates, attach_gates, closed_channels, fold_gates, train_l0
 from .masks import apply_nm_sparsity, apply_unstructured, is_nm_sparse, nm_mask, remove_masks, sparsity
 from .netadapt import netadapt_search
 from .permute import permute_for_nm, search_permutation
+from .reconstruct import reconstruct_consumers
 from .schedule import (
     compose_origin,
     cubic_sparsity,
@@ -37,8 +52,29 @@ from .select import select_channels
 from .structured import ChannelPlan, masked_model, plan_pruning, prune_model
 from .surgery import apply_channel_shapes, apply_selection, channel_shapes, mask_groups, prune_groups
 from .taps import TapGroup, mask_taps, prune_taps, remove_taps, select_taps, tap_groups, tap_importance
+from .thinet import ThiNet, contribution_grams, greedy_removal_order
 
 __all__ = [
+    "GroupNorm",
+    "HardConcreteGates",
+    "attach_gates",
+    "channel_norms",
+    "channel_slices",
+    "closed_channels",
+    "fold_gates",
+    "group_lasso_penalty",
+    "proximal_step",
+    "train_group_lasso",
+    "train_l0",
+    "zeroed_channels",
+    "HessianOBD",
+    "ThiNet",
+    "contribution_grams",
+    "greedy_removal_order",
+    "hessian_vector_product",
+    "hutchinson_diagonal",
+    "reconstruct_consumers",
+    "register_criterion",
     "TapGroup",
     "block_importance",
     "mask_taps",

@@ -18,6 +18,11 @@ TAP_KEYS = {"ratio": (None, None), "criterion": ("magnitude", TAP_CRITERIA), "sc
             "strided": (False, (False, True))}
 VOXEL_KEYS = {"keep": 0.7, "scorer": "learned", "stages": list(ENCODER_STAGES), "budget_weight": 1.0}
 BLOCK_KEYS = {"ratio": (None, None), "criterion": ("skip", BLOCK_CRITERIA), "layers": (False, (False, True))}
+# training phases that remove channels themselves: key -> (default, kind); a default of None means required
+GROUP_LASSO_KEYS = {"strength": (0.5, "positive"), "steps": (100, "count"), "lr": (0.05, "positive"),
+                    "threshold": (0.0, "threshold")}  # fmt: skip
+L0_KEYS = {"ratio": (None, "fraction"), "strength": (10.0, "positive"), "steps": (100, "count"),
+           "lr": (0.1, "positive")}  # fmt: skip
 MODES = ("global", "local")
 NM_KEYS = ("n", "m", "permute")
 
@@ -26,7 +31,7 @@ NM_KEYS = ("n", "m", "permute")
 class PruneConfig:
     """Options of a pruning run (the CLI's ``--config`` JSON holds any of these keys).
 
-    criterion: l1 l2 bn fpgm taylor apoz fisher random; ratio / mode / normalize /
+    criterion: l1 l2 bn fpgm taylor apoz fisher random hessian thinet group_norm; ratio / mode / normalize /
     max_ratio / round_to: channel selection (:func:`~.select.select_channels`);
     ignore: modules whose output channels stay; schedule: oneshot, iterative
     (``steps`` cubic steps, ``rewind`` = lottery-ticket rewinding to the
@@ -52,6 +57,23 @@ class PruneConfig:
     "budget_weight": 1.0}`` wires dynamic voxel drops into a MinkUNet last
     (:mod:`.voxels`; a learned scorer is fine-tuned with the budget loss).
     ``ratio: 0`` with ``blocks``, ``taps`` or ``voxels`` prunes no channels.
+    criterion ``hessian``: OBD with the Hutchinson Hessian diagonal
+    (``hutchinson_samples`` probes, :mod:`.hessian`); ``thinet``: greedy
+    selection by the next layers' reconstruction error on
+    ``regression_samples`` output voxels per layer and batch (:mod:`.thinet`);
+    ``group_norm``: norm of all the slices a channel owns. reconstruct:
+    least-squares refit of the layers that lost inputs after one-shot channel
+    pruning (:mod:`.reconstruct`; null = on for one-shot ``thinet``).
+    group_lasso: ``{"strength": 0.5, "steps": 100, "lr": 0.05, "threshold":
+    0.0}`` trains with the group-lasso penalty on every channel (proximal SGD,
+    :mod:`.group_lasso`), then removes the channels whose norm is <=
+    ``threshold`` (null: none; select with ``criterion: group_norm``);
+    l0: ``{"ratio": 0.5, "strength": 10.0, "steps": 100, "lr": 0.1}`` trains
+    hard-concrete gates (gate learning rate ``lr``; weights at ``lr`` of the
+    config) toward removing ``ratio`` of the channels, folds them and removes
+    the closed ones (:mod:`.l0`). Both run after ``blocks`` and before the
+    criterion's channel pruning, which then prunes ``ratio`` of what is left
+    (``ratio: 0`` for the phase alone).
 
     Raises:
         ValueError / TypeError naming the field when a value is out of range,
@@ -84,11 +106,19 @@ class PruneConfig:
     blocks: dict | None = None
     taps: dict | None = None
     voxels: dict | None = None
+    hutchinson_samples: int = 4
+    regression_samples: int = 512
+    reconstruct: bool | None = None
+    group_lasso: dict | None = None
+    l0: dict | None = None
 
     def __post_init__(self) -> None:
         self.voxels = _voxel_options(self.voxels)
         self.blocks = _method_options("blocks", self.blocks, BLOCK_KEYS, upper=1.0)
         self.taps = _method_options("taps", self.taps, TAP_KEYS, upper=None)
+        self.group_lasso = _phase_options("group_lasso", self.group_lasso, GROUP_LASSO_KEYS)
+        self.l0 = _phase_options("l0", self.l0, L0_KEYS)
+        self._check_regression()
         self._check_names()
         self._check_numbers()
         self._check_sensitivity()
@@ -160,6 +190,26 @@ class PruneConfig:
                 "latency); use schedule 'oneshot' or 'iterative', or drop max_drop"
             )
 
+    @property
+    def reconstructs(self) -> bool:
+        """Whether the layers that lost inputs are refit by least squares after channel pruning."""
+        if self.reconstruct is None:
+            return self.criterion == "thinet" and self.schedule == "oneshot"
+        return self.reconstruct
+
+    def _check_regression(self) -> None:
+        for name in ("hutchinson_samples", "regression_samples"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"config {name} must be an integer >= 1, got {value!r}")
+        if self.reconstruct is not None and not isinstance(self.reconstruct, bool):
+            raise TypeError(f"config reconstruct must be true, false or null, got {self.reconstruct!r}")
+        if self.reconstruct and self.schedule != "oneshot":
+            raise ValueError(
+                f"config reconstruct refits the layers after one-shot pruning; schedule {self.schedule!r} fine-tunes "
+                "between its steps: use schedule 'oneshot' or set reconstruct false"
+            )
+
     def _check_nm(self) -> None:
         if self.nm is None:
             return
@@ -173,15 +223,20 @@ class PruneConfig:
             raise ValueError(f"config nm needs integers 0 < n <= m, got n={n!r}, m={m!r}")
 
 
+def _check_keys(name: str, opts: object, keys: dict, example: str) -> None:
+    """``opts`` is a dict of known ``keys``, else a TypeError / ValueError naming the field."""
+    if not isinstance(opts, dict):
+        raise TypeError(f"config {name} must be a dict like {example}, got {opts!r}")
+    unknown = sorted(set(opts) - set(keys))
+    if unknown:
+        raise ValueError(f"config {name}: unknown key(s) {unknown}; valid: {list(keys)}")
+
+
 def _method_options(name: str, opts: dict | None, keys: dict, upper: float | None) -> dict | None:
     """``opts`` with defaults filled in, every key checked (``ratio`` required: a fraction, ``upper`` inclusive)."""
     if opts is None:
         return None
-    if not isinstance(opts, dict):
-        raise TypeError(f"config {name} must be a dict like {{'ratio': 0.3}}, got {opts!r}")
-    unknown = sorted(set(opts) - set(keys))
-    if unknown:
-        raise ValueError(f"config {name}: unknown key(s) {unknown}; valid: {list(keys)}")
+    _check_keys(name, opts, keys, "{'ratio': 0.3}")
     if "ratio" not in opts:
         raise ValueError(f"config {name} needs a ratio")
     ratio = opts["ratio"]
@@ -222,6 +277,35 @@ def _voxel_options(opts: dict | None) -> dict | None:
         raise ValueError(f"config voxels budget_weight must be a number >= 0, got {out['budget_weight']!r}")
     out["stages"] = list(stages)
     return out
+
+
+_KIND_CHECKS = {"fraction": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"), "positive": (lambda v: v > 0, "> 0"),
+                "threshold": (lambda v: v >= 0, ">= 0 or null")}  # fmt: skip
+
+
+def _phase_value(name: str, key: str, value: object, kind: str) -> float | int | None:
+    """One option of a training phase, checked by ``kind`` (see :data:`GROUP_LASSO_KEYS`)."""
+    if kind == "count":
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"config {name} {key} must be an integer >= 1, got {value!r}")
+        return int(value)
+    if kind == "threshold" and value is None:
+        return None
+    check, want = _KIND_CHECKS[kind]
+    if not _real(value) or not check(value):
+        raise ValueError(f"config {name} {key} must be a number {want}, got {value!r}")
+    return float(value)
+
+
+def _phase_options(name: str, opts: dict | None, keys: dict) -> dict | None:
+    """``opts`` of a training phase with defaults filled in and every key checked."""
+    if opts is None:
+        return None
+    _check_keys(name, opts, keys, "{" + ", ".join(f"{k!r}: ..." for k in keys) + "}")
+    missing = [k for k, (default, _) in keys.items() if default is None and k not in opts]
+    if missing:
+        raise ValueError(f"config {name} needs {missing[0]!r}")
+    return {k: _phase_value(name, k, opts.get(k, default), kind) for k, (default, kind) in keys.items()}
 
 
 def _real(value: object) -> bool:

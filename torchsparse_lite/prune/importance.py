@@ -247,15 +247,11 @@ class Fisher(Importance):
     needs_data = True
 
     def compute(self, model, graph, batches, loss_fn) -> Scores:
-        params = {}
-        for g in graph.groups:
-            for s in g.producers:
-                mod = model.get_submodule(s.name)
-                params[s.name] = mod
-        sq = {name: [torch.zeros_like(p) for p in _wb(mod)] for name, mod in params.items()}
+        params = producer_modules(model, graph)
+        sq = {name: [torch.zeros_like(p) for p in weight_and_bias(mod)] for name, mod in params.items()}
         handles = []
         for name, mod in params.items():
-            for i, p in enumerate(_wb(mod)):
+            for i, p in enumerate(weight_and_bias(mod)):
                 handles.append(p.register_hook(_sq_hook(sq[name], i)))
         try:
             n = run_batches(model, batches, loss_fn, backward=True)
@@ -263,22 +259,38 @@ class Fisher(Importance):
             for h in handles:
                 h.remove()
             model.zero_grad(set_to_none=True)
-        out = {}
-        for g in graph.groups:
-            total = torch.zeros(g.size)
-            for s in g.producers:
-                mod = params[s.name]
-                for p, f in zip(_wb(mod), sq[s.name]):
-                    sal = 0.5 * (f / n) * p.detach() ** 2
-                    if p.dim() == 1:
-                        total += sal[s.offset : s.offset + g.size].float().cpu()
-                    else:
-                        total += _out_slice(mod, s.offset, g.size, sal).sum(1).float().cpu()
-            out[g.gid] = total
-        return out
+        return obd_scores(graph, params, {name: [f / n for f in fs] for name, fs in sq.items()})
 
 
-def _wb(mod: nn.Module) -> list[torch.Tensor]:
+def producer_modules(model: nn.Module, graph: DependencyGraph) -> dict[str, nn.Module]:
+    """Module name -> module of every producer of the graph's groups (first appearance order)."""
+    return {s.name: model.get_submodule(s.name) for g in graph.groups for s in g.producers}
+
+
+def obd_scores(graph: DependencyGraph, mods: dict[str, nn.Module], curvature: dict[str, list[torch.Tensor]]) -> Scores:
+    """OBD saliency ``0.5 * H_ww * w^2`` summed over each channel's producer weights (and bias).
+
+    Args:
+        mods: producer name -> module (see :func:`producer_modules`).
+        curvature: producer name -> Hessian-diagonal estimate of ``[weight, bias]`` (same shapes).
+    """
+    out = {}
+    for g in graph.groups:
+        total = torch.zeros(g.size)
+        for s in g.producers:
+            mod = mods[s.name]
+            for p, f in zip(weight_and_bias(mod), curvature[s.name]):
+                sal = 0.5 * f * p.detach() ** 2
+                if p.dim() == 1:
+                    total += sal[s.offset : s.offset + g.size].float().cpu()
+                else:
+                    total += _out_slice(mod, s.offset, g.size, sal).sum(1).float().cpu()
+        out[g.gid] = total
+    return out
+
+
+def weight_and_bias(mod: nn.Module) -> list[torch.Tensor]:
+    """``[weight]`` or ``[weight, bias]`` of a conv / linear layer."""
     return [mod.weight] + ([mod.bias] if getattr(mod, "bias", None) is not None else [])
 
 
@@ -299,10 +311,22 @@ CRITERIA: dict[str, Callable[[], Importance]] = {
     "fisher": Fisher,
     "random": RandomImportance,
 }
+"""Criterion name -> factory; modules of further criteria add theirs with :func:`register_criterion`."""
+
+
+def register_criterion(name: str, factory: Callable[[], Importance]) -> None:
+    """Make ``factory`` (no arguments -> an :class:`Importance`) selectable by ``name`` everywhere a criterion
+    name is taken (:func:`get_criterion`, the prune config and CLI); the package registers ``hessian``
+    (:mod:`.hessian`) and ``thinet`` (:mod:`.thinet`) on import."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"criterion name must be a non-empty string, got {name!r}")
+    if name in CRITERIA and getattr(CRITERIA[name], "__qualname__", None) != getattr(factory, "__qualname__", None):
+        raise ValueError(f"criterion {name!r} is already registered")
+    CRITERIA[name] = factory
 
 
 def get_criterion(name: str | Importance) -> Importance:
-    """An :class:`Importance` by name (``l1 l2 bn fpgm taylor apoz fisher random``)."""
+    """An :class:`Importance` by name (``l1 l2 bn fpgm taylor apoz fisher random``, ``hessian``, ``thinet``)."""
     if isinstance(name, Importance):
         return name
     if name not in CRITERIA:

@@ -1,8 +1,9 @@
 """The full pruning run behind the CLI and the benchmark: analyse, prune, fine-tune, measure, report.
 
 :func:`run_pipeline` runs these stages in order, each filling its part of the report:
-baseline (+ Network Slimming) -> sensitivity scan -> channel pruning by schedule ->
-N:M masks and fine-tuning -> measurement -> files.
+baseline (+ Network Slimming) -> residual blocks -> group-lasso / L0 phases -> sensitivity scan ->
+channel pruning by schedule (+ least-squares reconstruction) -> kernel taps -> voxel drops -> N:M masks and
+fine-tuning -> measurement -> files.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .config import PruneConfig
 from .graph import DependencyGraph, build_dependency_graph
 from .importance import Importance, Scores, bn_l1_penalty, get_criterion
 from .masks import apply_nm_sparsity, is_nm_sparse, prunable_weights, remove_masks, sparsity
+from .methods import configure_criterion, reconstruct_phase, sparsify
 from .netadapt import netadapt_search
 from .permute import permute_for_nm
 from .report import compare_latency, model_summary, plot_report, write_json
@@ -116,8 +118,9 @@ def run_pipeline(
     report: dict = {"config": cfg.__dict__.copy()}
     _baseline(run, model, report)
     start = _prune_blocks(run, model, report)
+    start = sparsify(start, cfg, run.train, run.example, run.evaluate, report)
     graph = build_dependency_graph(start, run.example, cfg.ignore)
-    crit = get_criterion(cfg.criterion)
+    crit = configure_criterion(get_criterion(cfg.criterion), cfg)
     scores = _sensitivity(run, start, graph, crit, report)
     pruned = _prune(run, start, graph, crit, scores, report) if cfg.ratio or cfg.schedule == "netadapt" else start
     pruned = _prune_taps(run, pruned, report)
@@ -226,6 +229,8 @@ def _prune_oneshot(
         diff = (res.model(run.example) - masked_model(model, plan)(run.example)).abs().max()
     report["pruned_vs_masked_max_abs_diff"] = float(diff)
     report["kept_channels"] = plan.kept_channels()
+    if run.cfg.reconstructs:  # least-squares refit of the layers that lost inputs (ThiNet / He et al.)
+        reconstruct_phase(model, res, graph, run.cfg, run.importance_batches, run.evaluate, report)
     return res.model
 
 
