@@ -135,6 +135,23 @@ def _sparse_matmul(x: torch.Tensor, weight: torch.Tensor, kmap: KernelMap, plan:
     return out
 
 
+def run_pass(x: torch.Tensor, weight: torch.Tensor, kmap: KernelMap, plan: ExecutionPlan,
+             backward: bool) -> torch.Tensor:  # fmt: skip
+    """One pass over the map in ``x.dtype`` (``backward``: the transposed map, the input gradient's pass).
+
+    ``kmap`` is a :class:`KernelMap` or a :class:`~torchsparse_lite.kmap.kernel_map.MapPairs`
+    (what the ``conv_triton`` custom op rebuilds); ``weight`` is [K, Cin, Cout]
+    (transposed for the backward pass).
+    """
+    return _sparse_matmul(x, weight, kmap, plan, launch_data(kmap, plan), backward).to(x.dtype)
+
+
+def run_weight_grad(feats: torch.Tensor, grad_out: torch.Tensor, kmap: KernelMap, plan: ExecutionPlan) -> torch.Tensor:
+    """``grad_weight[k] = feats[in_k].T @ grad_out[out_k]`` (split-row kernel): [K, Cin, Cout] in ``feats.dtype``."""
+    grad = weight_grad(feats, grad_out, kmap.in_idx, kmap.out_idx, kmap.counts, plan.tiles, plan.tf32)
+    return grad.to(feats.dtype)
+
+
 class TritonConvFunction(torch.autograd.Function):
     """Autograd function of the Triton path: executes an :class:`ExecutionPlan` with ``backend="triton"``."""
 
@@ -155,8 +172,7 @@ class TritonConvFunction(torch.autograd.Function):
             grad_feats = _sparse_matmul(grad_out, weight.transpose(1, 2), kmap, plan, ctx.launch, backward=True)
             grad_feats = grad_feats.to(feats.dtype)
         if ctx.needs_input_grad[1]:
-            grad_weight = weight_grad(feats, grad_out, kmap.in_idx, kmap.out_idx, kmap.counts, plan.tiles, plan.tf32)
-            grad_weight = grad_weight.to(weight.dtype)
+            grad_weight = run_weight_grad(feats, grad_out, kmap, plan).to(weight.dtype)
         return grad_feats, grad_weight, None, None, None
 
 

@@ -1,6 +1,6 @@
 """Engine-wide defaults as a frozen dataclass held in a context variable.
 
-Nothing here is a mutable module global: the active :class:`EngineConfig` lives
+The one source of truth is a context variable: the active :class:`EngineConfig` lives
 in a :class:`contextvars.ContextVar`, is replaced (never mutated) by
 :func:`set_config`, and can be overridden for a block with :func:`use_config`.
 The config only supplies defaults for arguments left as ``None``, and it is
@@ -12,6 +12,15 @@ take both as arguments, as do ``nn.Conv3d`` and ``nn.MaxPool3d``), and
 argument there, with ``dataflow`` and ``tiles``) into one frozen
 :class:`~torchsparse_lite.grouping.ExecutionPlan` that the executors and
 kernels read. ``nn.Conv3d`` takes ``backend`` and ``grouping`` per layer.
+
+Under ``torch.compile`` the context variable is out of reach (Dynamo cannot
+trace ``ContextVar.get``): traced code reads :data:`_ACTIVE`, a module-level
+copy of the config that every eager :func:`get_config`, :func:`set_config`,
+:func:`use_config` and every trace itself (for real, while Dynamo traces)
+set to the calling context's. Dynamo guards on the fields it reads, so a
+compiled network re-traces when the config changes. A graph called from
+another thread or context, with no config read in between, is not told
+apart: pass per-layer arguments there.
 """
 
 from __future__ import annotations
@@ -21,6 +30,8 @@ import contextvars
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+import torch
 
 KMAP_BUILDERS = ("auto", "hash", "sort", "triton_hash", "triton_sort")  # triton_*: the Triton indexes by name
 BACKENDS = ("auto", "torch", "triton")
@@ -96,9 +107,26 @@ _CONFIG: contextvars.ContextVar[EngineConfig] = contextvars.ContextVar(
 )
 
 
+_ACTIVE: EngineConfig = _CONFIG.get()  # what traced code reads (see the module doc)
+
+
 def get_config() -> EngineConfig:
     """Return the active engine configuration."""
-    return _CONFIG.get()
+    if torch.compiler.is_compiling():
+        _activate_traced()  # runs for real while Dynamo traces: the tracing context's config
+        return _ACTIVE  # a module global: Dynamo guards on what the graph reads of it
+    return _activate(_CONFIG.get())
+
+
+def _activate(config: EngineConfig) -> EngineConfig:
+    global _ACTIVE
+    _ACTIVE = config
+    return config
+
+
+@torch.compiler.assume_constant_result
+def _activate_traced() -> None:
+    _activate(_CONFIG.get())
 
 
 def set_config(**changes: object) -> EngineConfig:
@@ -108,6 +136,7 @@ def set_config(**changes: object) -> EngineConfig:
     """
     new = dataclasses.replace(_CONFIG.get(), **changes)
     _CONFIG.set(new)
+    _activate(new)
     return new
 
 
@@ -115,10 +144,12 @@ def set_config(**changes: object) -> EngineConfig:
 def use_config(**changes: object) -> Iterator[EngineConfig]:
     """Context manager applying ``changes`` to the configuration for a block."""
     token = _CONFIG.set(dataclasses.replace(_CONFIG.get(), **changes))
+    _activate(_CONFIG.get())
     try:
         yield _CONFIG.get()
     finally:
         _CONFIG.reset(token)
+        _activate(_CONFIG.get())
 
 
 def resolve(name: str, value: object) -> object:

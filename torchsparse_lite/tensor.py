@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import warnings
 from collections.abc import Sequence
 
@@ -9,12 +10,16 @@ import torch
 
 from .kmap.cache import KernelMapCache
 from .kmap.geometry import triple
-from .kmap.keys import check_coords, pack
+from .kmap.keys import check_coords, check_coords_layout, pack
 from .kmap.protocol import duplicate_error
 
 
 def check_feats(feats: torch.Tensor, n: int | None = None, name: str = "feats") -> None:
-    """Validate a feature matrix: floating [N, C], finite, ``N == n`` when given."""
+    """Validate a feature matrix: floating [N, C], finite, ``N == n`` when given.
+
+    In a traced graph (``torch.compile``, ``torch.export``) the values are not
+    checked for NaN/Inf (a graph cannot branch on them); type and shape are.
+    """
     if not isinstance(feats, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(feats).__name__}")
     if not feats.dtype.is_floating_point:
@@ -23,8 +28,32 @@ def check_feats(feats: torch.Tensor, n: int | None = None, name: str = "feats") 
         raise ValueError(f"{name} must have shape [N, C], got {list(feats.shape)}")
     if n is not None and feats.shape[0] != n:
         raise ValueError(f"{name} has {feats.shape[0]} rows but coords has {n}; they must match one to one")
+    if torch.compiler.is_compiling():
+        return
     if feats.numel() and not bool(torch.isfinite(feats).all()):
         raise ValueError(f"{name} contains NaN or Inf values; clean the input features first")
+
+
+def _checked_coords(coords: torch.Tensor) -> torch.Tensor:
+    """``check_coords``; in a traced graph its layout checks only: the map-building ops check the values
+    (ranges, duplicates) on the real tensors, with the same errors."""
+    if not torch.compiler.is_compiling():
+        return check_coords(coords, "coords")
+    check_coords_layout(coords, "coords")
+    return coords if coords.dtype == torch.int32 else coords.to(torch.int32)
+
+
+def static_ints(values: object) -> object:
+    """A sequence of ints as constants of a traced graph (unchanged in eager, and for non-sequences).
+
+    ``torch.compile(dynamic=True)`` makes every int attribute of an input
+    symbolic, strides and grid shapes included; ``operator.index`` makes
+    Dynamo specialise them instead (they do not vary between scans, and a
+    symbolic stride would cost graph nodes at every layer).
+    """
+    if not torch.compiler.is_compiling() or not isinstance(values, (tuple, list)):
+        return values
+    return tuple(operator.index(v) for v in values)
 
 
 def check_unique(coords: torch.Tensor, name: str = "coords") -> None:
@@ -71,13 +100,15 @@ class SparseTensor:
             warnings.warn("SparseTensor(caches=) is deprecated; use cache=", DeprecationWarning, stacklevel=2)
             cache = caches
         if validate:
-            coords = check_coords(coords, "coords")
+            coords = _checked_coords(coords)
             if isinstance(feats, torch.Tensor) and feats.device != coords.device:
                 raise ValueError(
                     f"feats is on {feats.device} but coords on {coords.device}; move both to one device with .to()"
                 )
             check_feats(feats, coords.shape[0], "feats")
-            check_unique(coords, "coords")
+            if not torch.compiler.is_compiling():
+                check_unique(coords, "coords")
+        stride, spatial_range = static_ints(stride), static_ints(spatial_range)
         if spatial_range is not None:
             spatial_range = triple(spatial_range, "spatial_range")
         self.feats = feats
@@ -114,7 +145,7 @@ class SparseTensor:
         return self.feats.shape
 
     def __len__(self) -> int:
-        return int(self.coords.shape[0])
+        return self.coords.shape[0]  # no int(): a symbolic size in a traced graph stays symbolic
 
     @property
     def batch_size(self) -> int:
@@ -133,14 +164,18 @@ class SparseTensor:
         """Same coordinates, stride and cache, new features (row count must match)."""
         if not isinstance(feats, torch.Tensor):
             raise TypeError(f"replace: feats must be a torch.Tensor, got {type(feats).__name__}")
-        if feats.dim() != 2 or feats.shape[0] != len(self):
+        if feats.dim() != 2 or feats.shape[0] != self.coords.shape[0]:
             raise ValueError(
                 f"replace: feats has shape {list(feats.shape)}, the tensor has {len(self)} rows; "
                 "new features must be [N, C] with one row per coordinate"
             )
-        return SparseTensor(
-            feats, self.coords, self.stride, spatial_range=self.spatial_range, cache=self.cache, validate=False
-        )
+        # Coordinates, stride and grid are this tensor's, already checked and normalised: set them as
+        # they are (no constructor normalisation per layer: cheaper, and less for Dynamo to trace).
+        out = object.__new__(SparseTensor)
+        out.feats, out.coords, out.stride, out.spatial_range, out.cache = (
+            feats, self.coords, self.stride, self.spatial_range, self.cache
+        )  # fmt: skip
+        return out
 
     def to(self, *args, **kwargs) -> SparseTensor:
         """Like ``Tensor.to``: device and/or dtype (dtype applies to features only).
@@ -175,10 +210,13 @@ class SparseTensor:
 
         Args:
             spatial_range: grid size; default :meth:`spatial_extent`.
+
+        In a traced graph the range check is left to the scatter (an index
+        error at run time): a graph cannot branch on the coordinates.
         """
         size = triple(spatial_range, "spatial_range") if spatial_range is not None else self.spatial_extent()
         c = self.coords.to(torch.int64)
-        if len(self) and any(int(c[:, i + 1].max()) >= size[i] for i in range(3)):
+        if not torch.compiler.is_compiling() and len(self) and any(int(c[:, i + 1].max()) >= size[i] for i in range(3)):
             raise ValueError(
                 f"dense: coordinates reach {c[:, 1:].amax(0).tolist()}, outside spatial_range {size}; "
                 "pass a spatial_range larger than the largest coordinate"

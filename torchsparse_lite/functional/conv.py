@@ -5,7 +5,9 @@ The call resolves its arguments and the engine config into an
 the kernel map), then executes it: the PyTorch gather -> GEMM -> scatter
 (:mod:`torchsparse_lite.grouping.torch_exec`, the CPU path and the reference
 the Triton kernels are tested against) or the fused Triton kernels
-(``torchsparse_lite.kernels``, imported only when used).
+(``torchsparse_lite.kernels``, imported only when used). In a traced graph
+(``torch.compile``, ``torch.export``) the conv is one custom op instead
+(:mod:`.traced`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from ..config import resolve
 from ..grouping import ExecutionPlan, GroupingConfig, GroupingTuner, TorchConvFunction, as_grouping, torch_plan
 from ..kmap.kernel_map import KernelMap
 from .plan import ExecutionSettings, plan_execution, resolve_settings
+from .traced import traced_conv
 
 
 class SparseConvFunction:
@@ -125,5 +128,7 @@ def sparse_conv(
         feats.device, backend=backend, deterministic=deterministic, chunk_rows=chunk_rows, tf32=tf32,
         dataflow=dataflow, tiles=tiles,
     )  # fmt: skip
+    if torch.compiler.is_compiling():
+        return traced_conv(feats, weight, kmap, settings, grouping)
     chosen = choose_grouping(feats, weight, kmap, settings, grouping)
     return execute(feats, weight, kmap, plan_execution(kmap, weight, settings, chosen))

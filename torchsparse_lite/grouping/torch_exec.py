@@ -27,16 +27,17 @@ from collections.abc import Callable
 
 import torch
 
-from ..kmap.kernel_map import KernelMap
+from ..kmap.kernel_map import KernelMap, MapPairs
 from .config import GroupingConfig, as_grouping
 from .execution import ExecutionPlan
 from .plan import Group, GroupPlan, plan_groups
 
+AnyMap = KernelMap | MapPairs  # the executors read pairs, counts and row counts only (the conv ops pass MapPairs)
 GroupIndex = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 Gemm = Callable[[torch.Tensor, int], torch.Tensor]  # (gathered rows [m, Cin], offset k) -> [m, Cout]
 
 
-def group_indices(kmap: KernelMap, plan: GroupPlan, group: Group) -> GroupIndex:
+def group_indices(kmap: AnyMap, plan: GroupPlan, group: Group) -> GroupIndex:
     """(src [G, R], dst [G, R], valid [G, R] bool) of one group; padded cells hold row 0.
 
     In a folded plan offset ``k`` past the centre is read as offset
@@ -63,7 +64,7 @@ def group_indices(kmap: KernelMap, plan: GroupPlan, group: Group) -> GroupIndex:
     return src, dst, valid
 
 
-def _pair_slice(kmap: KernelMap, plan: GroupPlan, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _pair_slice(kmap: AnyMap, plan: GroupPlan, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(input rows, output rows) of offset ``k``: a view of the map (mirrored offsets of a folded plan swapped)."""
     if plan.folded and k > kmap.volume // 2:
         start, end = kmap.bounds[kmap.volume - 1 - k]
@@ -72,7 +73,7 @@ def _pair_slice(kmap: KernelMap, plan: GroupPlan, k: int) -> tuple[torch.Tensor,
     return kmap.in_idx[start:end], kmap.out_idx[start:end]
 
 
-def _batched(kmap: KernelMap, plan: GroupPlan) -> list[GroupIndex | None]:
+def _batched(kmap: AnyMap, plan: GroupPlan) -> list[GroupIndex | None]:
     """Padded indices of every multi-offset group (None for single offsets), built once per map and plan."""
     key = ("torch-groups", plan)
     if key not in kmap.plans:
@@ -104,7 +105,7 @@ def _scatter_batched(
             out.index_add_(0, d.reshape(-1), y.view(-1, y.shape[2]))
 
 
-def run_groups(x: torch.Tensor, weight: torch.Tensor, kmap: KernelMap, plan: ExecutionPlan, swap: bool) -> torch.Tensor:
+def run_groups(x: torch.Tensor, weight: torch.Tensor, kmap: AnyMap, plan: ExecutionPlan, swap: bool) -> torch.Tensor:
     """One sparse matmul pass: forward (``swap=False``) or the input gradient (``swap=True``, weight transposed).
 
     Args:
@@ -140,7 +141,7 @@ def run_groups(x: torch.Tensor, weight: torch.Tensor, kmap: KernelMap, plan: Exe
 
 
 def weight_grad_groups(
-    feats: torch.Tensor, grad_out: torch.Tensor, kmap: KernelMap, plan: ExecutionPlan
+    feats: torch.Tensor, grad_out: torch.Tensor, kmap: AnyMap, plan: ExecutionPlan
 ) -> torch.Tensor:
     """``grad_weight[k] = feats[in_k].T @ grad_out[out_k]`` for every offset -> [K, Cin, Cout]."""
     groups = plan.groups

@@ -6,6 +6,13 @@ A :class:`KernelMap` stores, for every kernel offset ``k``, the pairs
 concatenated arrays, grouped by offset, with ``counts[k]`` pairs for offset
 ``k``. This is the single interface between map building and compute; the
 conv it belongs to is described by its :class:`ConvGeometry`.
+
+Under ``torch.compile`` / ``torch.export`` :func:`build_map` builds the map
+with the registered custom ops of :mod:`torchsparse_lite.ops.maps` instead:
+the pair and output counts are data-dependent sizes there, so a traced map
+holds ``counts`` as a [K] int64 tensor. :class:`MapPairs` is the part of a
+map the executors read, without coordinates (what a conv op rebuilds from
+its tensor arguments).
 """
 
 from __future__ import annotations
@@ -14,23 +21,51 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from .columns import column_hits, plan_columns
+from ..ops.maps import traced_map
 from .geometry import MODES, ConvGeometry, triple
-from .index import SortIndex, make_index
-from .keys import COORD_BITS, MAX_COORD, check_coords, pack
+from .keys import check_coords
 from .outputs import check_bound, output_coords
+from .pairs import map_pairs
 
-__all__ = ["MODES", "KernelMap", "build_kernel_map", "build_map"]
+__all__ = ["MODES", "KernelMap", "MapPairs", "build_kernel_map", "build_map", "offset_bounds"]
+
+
+def offset_bounds(counts: tuple[int, ...] | torch.Tensor) -> list[tuple[int, int]]:
+    """[(start, end)] of each offset's pairs in the concatenated ``in_idx``/``out_idx`` (eager code only)."""
+    if isinstance(counts, torch.Tensor):  # a map a traced graph built, read outside the graph
+        counts = tuple(counts.tolist())
+    out, start = [], 0
+    for c in counts:
+        out.append((start, start + c))
+        start += c
+    return out
+
+
+class _OffsetRuns:
+    """``volume`` and ``bounds`` of a map whose pairs are grouped by offset with ``counts[k]`` each."""
+
+    counts: tuple[int, ...] | torch.Tensor
+
+    @property
+    def volume(self) -> int:
+        return len(self.counts)
+
+    @property
+    def bounds(self) -> list[tuple[int, int]]:
+        """[(start, end)] of each offset's pairs in ``in_idx``/``out_idx``."""
+        return offset_bounds(self.counts)
 
 
 @dataclass(frozen=True, eq=False)
-class KernelMap:
+class KernelMap(_OffsetRuns):
     """Compact map of one convolution.
 
     Attributes:
         in_idx: [M] int64 input rows, grouped by offset.
         out_idx: [M] int64 output rows, aligned with ``in_idx``.
-        counts: pairs per offset, ``len(counts) == K``.
+        counts: pairs per offset, ``len(counts) == K``: a tuple of ints, or
+            a [K] int64 tensor on a map built in a traced graph (its values
+            are data there; :attr:`bounds` and the planners need the tuple).
         in_coords: [n_in, 4] int32 input coordinates.
         out_coords: [n_out, 4] int32 output coordinates.
         geometry: the conv's :class:`ConvGeometry` (mode swapped on a
@@ -48,7 +83,7 @@ class KernelMap:
 
     in_idx: torch.Tensor
     out_idx: torch.Tensor
-    counts: tuple[int, ...]
+    counts: tuple[int, ...] | torch.Tensor
     in_coords: torch.Tensor
     out_coords: torch.Tensor
     geometry: ConvGeometry
@@ -66,24 +101,11 @@ class KernelMap:
 
     @property
     def n_in(self) -> int:
-        return int(self.in_coords.shape[0])
+        return self.in_coords.shape[0]  # no int(): a symbolic size in a traced graph stays symbolic
 
     @property
     def n_out(self) -> int:
-        return int(self.out_coords.shape[0])
-
-    @property
-    def volume(self) -> int:
-        return len(self.counts)
-
-    @property
-    def bounds(self) -> list[tuple[int, int]]:
-        """[(start, end)] of each offset's pairs in ``in_idx``/``out_idx``."""
-        out, start = [], 0
-        for c in self.counts:
-            out.append((start, start + c))
-            start += c
-        return out
+        return self.out_coords.shape[0]
 
     def transpose(self) -> KernelMap:
         """The map with inputs and outputs swapped (used by transposed convs and backward)."""
@@ -108,183 +130,36 @@ class KernelMap:
         )
 
 
-def _packed_shift(shift: torch.Tensor) -> int:
-    """Key difference of a spatial shift (dx, dy, dz): packing is linear while fields stay in range."""
-    dx, dy, dz = (int(v) for v in shift)
-    return (dx << (2 * COORD_BITS)) + (dy << COORD_BITS) + dz
+@dataclass(frozen=True, eq=False)
+class MapPairs(_OffsetRuns):
+    """What the executors read of a map: its pairs, counts and row counts (no coordinates, no geometry).
 
-
-def _in_range_mask(
-    base: torch.Tensor, lo: list[int], hi: list[int], hi_in: list[int], shift: torch.Tensor
-) -> torch.Tensor | None:
-    """Rows whose query key ``pack(base) + shift`` may be trusted; None when all may.
-
-    The key arithmetic is exact while every field ``base + shift`` stays in
-    [0, MAX_COORD]. A field that drops below 0 borrows from the field above and
-    reads as ``65536 + base + shift``: it can only alias a stored coordinate
-    when one lies within ``-shift`` of MAX_COORD (``hi_in`` is the stored
-    per-axis maximum), so for ordinary scans no comparison is needed at all.
-    Fields that pass MAX_COORD (``base = o * s`` itself may) are masked.
+    A conv op of :mod:`torchsparse_lite.ops.conv` receives a map as tensors
+    and ints and rebuilds this view of it; :class:`KernelMap` has the same
+    attributes, so the executors take either.
     """
-    mask = None
-    for axis in range(3):
-        d = int(shift[axis])
-        low_safe = lo[axis] + d >= 0 or hi_in[axis] - d <= MAX_COORD
-        if low_safe and hi[axis] + d <= MAX_COORD:
-            continue
-        m = (base[:, axis] >= -d) & (base[:, axis] <= MAX_COORD - d)
-        mask = m if mask is None else mask & m
-    return mask
+
+    in_idx: torch.Tensor
+    out_idx: torch.Tensor
+    counts: tuple[int, ...]
+    n_in: int
+    n_out: int
+    identity_offset: int | None = None
+    symmetric: bool = False
+    plans: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
 
-@dataclass(frozen=True)
-class _Queries:
-    """What every offset's lookup shares: base keys per output and their per-axis range."""
-
-    base: torch.Tensor  # [n_out, 4] int64 base coordinates (query order)
-    base_keys: torch.Tensor  # [n_out] packed keys of ``base``
-    shifts: torch.Tensor  # [K, 3] spatial shift added to ``base`` per offset
-    residue: torch.Tensor | None  # [n_out, 3] o % s of a strided transposed map, else None
-    row_of: torch.Tensor | None  # output row of each query when queried in key order
-    self_queries: bool  # the queries are the index's own sorted keys (submanifold)
-    lo: list[int]
-    hi: list[int]
-    hi_in: list[int]
-
-
-def _queries(
-    in_coords: torch.Tensor, out_coords: torch.Tensor, geom: ConvGeometry, offsets: torch.Tensor, index: object
-) -> _Queries:
-    """Stage 2: per-output base keys; for output ``o`` and offset ``d`` the input is ``o*s + d`` (conv)
-    or ``(o - d) / s`` when divisible (transposed)."""
-    device = in_coords.device
-    s = torch.tensor(geom.stride, dtype=torch.int64, device=device)
-    o = out_coords.to(torch.int64)
-    residue = None
-    if geom.mode == "transposed":
-        base = torch.cat([o[:, :1], torch.div(o[:, 1:], s, rounding_mode="floor")], dim=1)
-        if any(v > 1 for v in geom.stride):
-            residue = o[:, 1:] % s
-        shifts = -torch.div(offsets, s, rounding_mode="floor")
-    else:
-        base = torch.cat([o[:, :1], o[:, 1:] * s], dim=1)
-        shifts = offsets
-    n_out = base.shape[0]
-    base_keys = pack(base) if n_out else torch.empty(0, dtype=torch.int64, device=device)
-    row_of = None
-    if geom.mode == "submanifold" and type(index) is SortIndex and not index.in_key_order:
-        # Outputs are the inputs, whose keys the index holds sorted: querying
-        # in key order makes every binary search walk the table sequentially
-        # (cache-friendly) instead of jumping around it.
-        row_of, base_keys, base = index.order, index.sorted_keys, base[index.order]
-    lo = base[:, 1:].amin(0).tolist() if n_out else [0, 0, 0]
-    hi = base[:, 1:].amax(0).tolist() if n_out else [0, 0, 0]
-    hi_in = in_coords[:, 1:].amax(0).tolist() if in_coords.shape[0] else [0, 0, 0]
-    self_queries = geom.mode == "submanifold" and type(index) is SortIndex
-    return _Queries(base, base_keys, shifts, residue, row_of, self_queries, lo, hi, hi_in)
-
-
-def _offset_pairs(
-    q: _Queries, index: object, k: int, offsets: torch.Tensor, stride: tuple[int, int, int]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stage 3: (input rows, output rows) of offset ``k``, sorted by output row."""
-    keys = q.base_keys + _packed_shift(q.shifts[k])
-    ok = _in_range_mask(q.base[:, 1:], q.lo, q.hi, q.hi_in, q.shifts[k])
-    if q.residue is not None:
-        s = torch.tensor(stride, dtype=torch.int64, device=keys.device)
-        fits = (q.residue == offsets[k] % s).all(dim=1)
-        ok = fits if ok is None else ok & fits
-    if ok is not None:
-        keys = torch.where(ok, keys, -1)
-    hit, found = index.lookup(keys)
-    if q.row_of is None:
-        return found, hit
-    out_rows, by_row = torch.sort(q.row_of[hit])
-    return found[by_row], out_rows
-
-
-def _searched_taps(geom: ConvGeometry, offsets: torch.Tensor) -> tuple[list[int], int | None]:
-    """Taps whose pairs are searched, and the centre tap of a symmetric map (None otherwise).
-
-    A symmetric map searches one tap of every mirror pair ``(d, -d)``, chosen
-    column-wise (``(dx, dy) > (0, 0)``, or ``dz < 0`` on the centre column) so
-    that whole kernel columns go through one column search.
-    """
-    volume = offsets.shape[0]
-    if not geom.symmetric:
-        return list(range(volume)), None
-    centre = volume // 2
-    rows = enumerate(offsets.tolist())
-    return [k for k, (dx, dy, dz) in rows if (dx, dy) > (0, 0) or ((dx, dy) == (0, 0) and dz < 0)], centre
-
-
-def _rows(q: _Queries, index: SortIndex, qpos: torch.Tensor, spos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input rows, output rows) of the hits at query positions ``qpos`` / sorted positions ``spos``."""
-    found = index.order[spos]
-    if q.row_of is None:
-        return found, qpos
-    out_rows, by_row = torch.sort(q.row_of[qpos])
-    return found[by_row], out_rows
-
-
-def _column_pairs(q: _Queries, index: SortIndex, plan: list, ins: list, outs: list) -> None:
-    """Fill ``ins``/``outs`` for every tap of ``plan`` with one search per kernel column."""
-    n = q.base_keys.shape[0]
-    for dx, dy, members in plan:
-        dz_min = members[0][1]
-        targets = q.base_keys + _packed_shift(torch.tensor([dx, dy, dz_min]))
-        slack = 0
-        if q.self_queries and dx == 0 and dy == 0 and members[-1][1] < 0:
-            # Queries are the sorted keys themselves: keys below key i sit
-            # below slot i, so no search is needed on the centre column.
-            slack = -dz_min
-            positions = (torch.arange(n, device=targets.device) + dz_min).clamp_(min=0)
-        else:
-            positions = index.lower_bound(targets)
-        found = column_hits(index.sorted_keys, positions, targets, [dz - dz_min for _, dz in members], slack)
-        for (k, _), spos in zip(members, found):
-            ok = spos >= 0
-            mask = _in_range_mask(q.base[:, 1:], q.lo, q.hi, q.hi_in, q.shifts[k])
-            if mask is not None:
-                ok &= mask
-            qpos = torch.nonzero(ok).squeeze(1)
-            ins[k], outs[k] = _rows(q, index, qpos, spos[qpos])
-
-
-def _all_pairs(
-    q: _Queries, index: object, geom: ConvGeometry, offsets: torch.Tensor, n_out: int
-) -> tuple[list[torch.Tensor], list[torch.Tensor], int | None]:
-    """Stage 3 over every offset; a symmetric map searches only half the taps and mirrors the rest."""
-    device = q.base.device
-    volume = offsets.shape[0]
-    taps, centre = _searched_taps(geom, offsets)
-    empty = torch.empty(0, dtype=torch.int64, device=device)
-    ins: list[torch.Tensor] = [empty] * volume
-    outs: list[torch.Tensor] = [empty] * volume
-    if centre is not None:
-        ins[centre] = outs[centre] = torch.arange(n_out, device=device)
-    plan = None
-    if q.residue is None and type(index) is SortIndex and index.sorted_keys.numel() and n_out:
-        plan = plan_columns(q.shifts, taps)  # the shifts, not the offsets: a transposed map negates them
-    if plan is not None:
-        _column_pairs(q, index, plan, ins, outs)
-    else:
-        for k in taps:
-            ins[k], outs[k] = _offset_pairs(q, index, k, offsets, geom.stride)
-    if centre is not None:
-        # Offset k is -(offset K-1-k): the same pairs with the roles swapped,
-        # re-sorted by output row so scatters walk the output in order.
-        searched = set(taps) | {centre}
-        for k in range(volume):
-            if k in searched:
-                continue
-            mirror_in, mirror_out = ins[volume - 1 - k], outs[volume - 1 - k]
-            if mirror_in.numel() < 2 or bool((mirror_in[1:] >= mirror_in[:-1]).all()):
-                ins[k], outs[k] = mirror_out, mirror_in  # already in output order (inputs in key order)
-            else:
-                order = torch.argsort(mirror_in)
-                ins[k], outs[k] = mirror_out[order], mirror_in[order]
-    return ins, outs, centre
+def _kernel_map(
+    geometry: ConvGeometry,
+    in_coords: torch.Tensor,
+    out_coords: torch.Tensor,
+    in_idx: torch.Tensor,
+    out_idx: torch.Tensor,
+    counts: tuple[int, ...] | torch.Tensor,
+    centre: int | None,
+) -> KernelMap:
+    return KernelMap(in_idx, out_idx, counts, in_coords, out_coords, geometry, centre, centre is not None,
+                     geometry.bound, geometry.out_shape)  # fmt: skip
 
 
 def build_map(
@@ -297,7 +172,10 @@ def build_map(
     """Build the kernel map of the conv described by ``geometry`` over ``in_coords``.
 
     Stages: validate, compute the output coordinates (unless given), index the
-    input keys, derive per-output base keys, look every offset up.
+    input keys, derive per-output base keys, look every offset up
+    (:func:`~torchsparse_lite.kmap.pairs.map_pairs`). In a traced graph the
+    same stages run inside custom ops (:func:`~torchsparse_lite.ops.maps.traced_map`),
+    which also check the coordinate values, on the real tensors.
 
     Args:
         in_coords: [N, 4] integer (batch, x, y, z), unique, in [0, MAX_COORD]
@@ -311,6 +189,8 @@ def build_map(
     """
     if not isinstance(geometry, ConvGeometry):
         raise TypeError(f"geometry must be a ConvGeometry, got {type(geometry).__name__}")
+    if torch.compiler.is_compiling():
+        return _kernel_map(geometry, *traced_map(in_coords, geometry, out_coords, builder))
     in_coords = check_coords(in_coords, "in_coords")
     check_bound(in_coords, geometry.bound, "in_coords")
     if out_coords is not None:
@@ -320,21 +200,7 @@ def build_map(
     offsets = geometry.offsets(in_coords.device)
     if out_coords is None:
         out_coords = output_coords(in_coords, geometry, offsets)
-    index = make_index(pack(in_coords), builder, "coords")
-    q = _queries(in_coords, out_coords, geometry, offsets, index)
-    ins, outs, centre = _all_pairs(q, index, geometry, offsets, out_coords.shape[0])
-    return KernelMap(
-        in_idx=torch.cat(ins),
-        out_idx=torch.cat(outs),
-        counts=tuple(int(t.numel()) for t in ins),
-        in_coords=in_coords,
-        out_coords=out_coords,
-        geometry=geometry,
-        identity_offset=centre,
-        symmetric=centre is not None,
-        in_shape=geometry.bound,
-        out_shape=geometry.out_shape,
-    )
+    return _kernel_map(geometry, in_coords, out_coords, *map_pairs(in_coords, out_coords, geometry, builder, offsets))
 
 
 def build_kernel_map(

@@ -16,6 +16,46 @@ MAX_BATCH = (1 << BATCH_BITS) - 1
 _MASK = MAX_COORD
 
 
+def check_coords_layout(coords: torch.Tensor, name: str = "coords") -> None:
+    """The checks of :func:`check_coords` that read no values: type, integer dtype, shape [N, 4].
+
+    They hold for every tensor of a traced graph too (``torch.compile`` / ``torch.export``
+    see dtypes and ranks); the value checks (:func:`check_coords_range`) then run inside the
+    map-building ops, on the real tensors.
+    """
+    if not isinstance(coords, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(coords).__name__}")
+    if coords.dtype.is_floating_point or coords.dtype.is_complex or coords.dtype == torch.bool:
+        raise TypeError(
+            f"{name} must be an integer tensor (int32 preferred), got {coords.dtype}; "
+            "quantize points with sparse_quantize first"
+        )
+    if coords.dim() != 2 or coords.shape[1] != 4:
+        raise ValueError(f"{name} must have shape [N, 4] laid out (batch, x, y, z), got {list(coords.shape)}")
+
+
+def check_coords_range(coords: torch.Tensor, name: str = "coords") -> None:
+    """Raise ``ValueError`` for a negative batch index or a coordinate outside ``[0, MAX_COORD]``."""
+    if not coords.numel():
+        return
+    lo = coords.amin(0).tolist()
+    hi = coords.amax(0).tolist()
+    if lo[0] < 0:
+        raise ValueError(f"{name} has a negative batch index ({lo[0]}); batch indices must be >= 0")
+    if hi[0] > MAX_BATCH:
+        raise ValueError(f"{name} has batch index {hi[0]} > {MAX_BATCH}, the most the key packing holds")
+    if min(lo[1:]) < 0:
+        raise ValueError(
+            f"{name} has negative spatial coordinates (min {lo[1:]}); shift them to start at 0 "
+            "(sparse_quantize does this)"
+        )
+    if max(hi[1:]) > MAX_COORD:
+        raise ValueError(
+            f"{name} has spatial coordinates up to {hi[1:]}, beyond {MAX_COORD}, the most the "
+            "int64 key packing holds; use a larger voxel size or crop the scene"
+        )
+
+
 def check_coords(coords: torch.Tensor, name: str = "coords") -> torch.Tensor:
     """Validate a coordinate tensor and return it as int32.
 
@@ -28,32 +68,8 @@ def check_coords(coords: torch.Tensor, name: str = "coords") -> torch.Tensor:
         ValueError: wrong shape, negative batch index, or a coordinate outside
             ``[0, MAX_COORD]`` (the range the int64 key packing can hold).
     """
-    if not isinstance(coords, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(coords).__name__}")
-    if coords.dtype.is_floating_point or coords.dtype.is_complex or coords.dtype == torch.bool:
-        raise TypeError(
-            f"{name} must be an integer tensor (int32 preferred), got {coords.dtype}; "
-            "quantize points with sparse_quantize first"
-        )
-    if coords.dim() != 2 or coords.shape[1] != 4:
-        raise ValueError(f"{name} must have shape [N, 4] laid out (batch, x, y, z), got {list(coords.shape)}")
-    if coords.numel():
-        lo = coords.amin(0).tolist()
-        hi = coords.amax(0).tolist()
-        if lo[0] < 0:
-            raise ValueError(f"{name} has a negative batch index ({lo[0]}); batch indices must be >= 0")
-        if hi[0] > MAX_BATCH:
-            raise ValueError(f"{name} has batch index {hi[0]} > {MAX_BATCH}, the most the key packing holds")
-        if min(lo[1:]) < 0:
-            raise ValueError(
-                f"{name} has negative spatial coordinates (min {lo[1:]}); shift them to start at 0 "
-                "(sparse_quantize does this)"
-            )
-        if max(hi[1:]) > MAX_COORD:
-            raise ValueError(
-                f"{name} has spatial coordinates up to {hi[1:]}, beyond {MAX_COORD}, the most the "
-                "int64 key packing holds; use a larger voxel size or crop the scene"
-            )
+    check_coords_layout(coords, name)
+    check_coords_range(coords, name)
     return coords.to(torch.int32)
 
 

@@ -7,7 +7,7 @@ import torch
 from ..config import resolve
 from ..kmap.geometry import ConvGeometry
 from ..kmap.kernel_map import KernelMap
-from ..tensor import SparseTensor
+from ..tensor import SparseTensor, static_ints
 
 
 def layer_map(
@@ -24,13 +24,14 @@ def layer_map(
     The layer's ``downsample_mode`` (or the config's) and the tensor's
     ``spatial_range`` (as the geometry's bound) are filled in here, once.
     """
-    geometry = ConvGeometry(
-        geometry.kernel_size, geometry.stride, geometry.dilation, geometry.padding, geometry.mode,
-        resolve("downsample_mode", downsample_mode), x.spatial_range, geometry.output_padding,
-        geometry.offsets_subset,
-    )  # fmt: skip
+    rule, bound = resolve("downsample_mode", downsample_mode), static_ints(x.spatial_range)
+    if (geometry.downsample_mode, geometry.bound) != (rule, bound):
+        geometry = ConvGeometry(
+            geometry.kernel_size, geometry.stride, geometry.dilation, geometry.padding, geometry.mode, rule, bound,
+            geometry.output_padding, geometry.offsets_subset,
+        )  # fmt: skip
     builder = resolve("kmap_builder", kmap_builder)
-    return x.cache.get(x.coords, x.stride, geometry, builder, key=key, generative=generative)
+    return x.cache.get(x.coords, static_ints(x.stride), geometry, builder, key=key, generative=generative)
 
 
 def output_stride(stride: tuple[int, int, int], geometry: ConvGeometry) -> tuple[int, int, int]:
@@ -38,6 +39,7 @@ def output_stride(stride: tuple[int, int, int], geometry: ConvGeometry) -> tuple
 
     Multiplied by the conv's stride; divided for a transposed conv.
     """
+    stride = static_ints(stride)  # type: ignore[assignment]
     if geometry.mode != "transposed":
         return tuple(t * s for t, s in zip(stride, geometry.stride))  # type: ignore[return-value]
     for t, s in zip(stride, geometry.stride):

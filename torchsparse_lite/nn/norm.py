@@ -13,7 +13,7 @@ class BatchNorm(nn.BatchNorm1d):
 
     def forward(self, x: SparseTensor) -> SparseTensor:  # type: ignore[override]
         _check_input(x, self.num_features, "BatchNorm")
-        if len(x) == 0:
+        if x.feats.shape[0] == 0:
             return x  # nothing to normalise; running statistics stay untouched
         return x.replace(super().forward(x.feats))
 
