@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import torch
 import triton
+from torch.autograd.function import once_differentiable
 
 from torchsparse_lite.config import DATAFLOWS
 from torchsparse_lite.grouping import ExecutionPlan, GroupingConfig, GroupPlan, WorkReport, as_grouping, plan_groups
@@ -162,6 +163,7 @@ class TritonConvFunction(torch.autograd.Function):
         return _sparse_matmul(feats, weight, kmap, plan, launch, backward=False).to(feats.dtype)
 
     @staticmethod
+    @once_differentiable  # the kernels' outputs carry no graph: a double backward must raise, not return zeros
     def backward(ctx, grad_out):
         feats, weight = ctx.saved_tensors
         kmap: KernelMap = ctx.kmap

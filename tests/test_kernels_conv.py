@@ -8,6 +8,8 @@ all checked, for every grouping strategy and both dataflows.
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from reference import random_coords
@@ -146,6 +148,20 @@ def test_deterministic_mode_is_bit_reproducible_and_refuses_atomics() -> None:
             sparse_conv(feats, weight, kmap, backend="triton", grouping="dense", dataflow="atomic")
     with pytest.raises(ValueError, match="deterministic"):  # the explicit-argument launcher
         sparse_conv_triton(feats, weight, kmap, "dense", dataflow="atomic", deterministic=True)
+
+
+def test_double_backward() -> None:
+    """The PyTorch path is twice differentiable (gradgradcheck, float64); Triton refuses rather than return zeros."""
+    kmap = _kmap("conv").to("cpu")
+    feats = torch.randn(kmap.n_in, 2, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(kmap.volume, 2, 3, dtype=torch.float64, requires_grad=True)
+    for grouping in ("separate", "dense"):
+        conv = functools.partial(sparse_conv, kmap=kmap, backend="torch", grouping=grouping)
+        assert torch.autograd.gradgradcheck(conv, (feats, weight))
+    out = sparse_conv_triton(feats.float().to(DEVICE), weight.float().to(DEVICE), kmap.to(DEVICE), GROUPINGS["dense"])
+    (gf,) = torch.autograd.grad(out.square().sum(), feats, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|marked with @once_differentiable"):
+        gf.sum().backward()
 
 
 def test_dispatcher_forces_triton_and_matches_torch() -> None:
