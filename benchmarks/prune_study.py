@@ -41,12 +41,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prune_study_report import pareto_front, plot_pareto, write_table  # noqa: E402, F401 - pareto_front re-exported
 
 from torchsparse_lite.bench.memory import cpu_peak_tensor_bytes  # noqa: E402
-from torchsparse_lite.models import MinkUNet, build_from_config  # noqa: E402
+from torchsparse_lite.models import MinkUNet  # noqa: E402
 from torchsparse_lite.prune.config import PruneConfig  # noqa: E402
 from torchsparse_lite.prune.pipeline import run_pipeline  # noqa: E402
 from torchsparse_lite.prune.report import compare_latency, fresh_input, model_summary  # noqa: E402
-from torchsparse_lite.prune.structure import apply_structure, structure_of  # noqa: E402
-from torchsparse_lite.prune.task import miou, num_classes_of, segmentation_batches, segmentation_loss  # noqa: E402
+from torchsparse_lite.prune.task import (  # noqa: E402
+    finetune,
+    miou,
+    num_classes_of,
+    reinitialised,
+    segmentation_batches,
+    train_to_plateau,
+)
 from torchsparse_lite.train.checkpoint import load_model, save_checkpoint  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "prune_study"
@@ -109,37 +115,6 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def train_to_plateau(model, train, val, num_classes: int, args) -> list[dict]:
-    """Adam rounds of ``round_steps`` until two rounds in a row gain < ``plateau`` mIoU; then a low-lr round."""
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    history, stalls, step = [], 0, 0
-    batches = iter(())
-    for rnd in range(args.max_rounds + 1):
-        last = rnd == args.max_rounds or stalls >= 2
-        if last:  # settle at a tenth of the rate, then stop
-            for g in opt.param_groups:
-                g["lr"] = args.lr / 10
-        model.train()
-        for _ in tqdm(range(args.round_steps), desc=f"base round {rnd}", leave=False):
-            try:
-                x, y = next(batches)
-            except StopIteration:
-                batches = iter(train)
-                x, y = next(batches)
-            loss = segmentation_loss(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-        score = miou(model, val, num_classes)
-        gain = score - history[-1]["miou"] if history else float("inf")
-        stalls = stalls + 1 if gain < args.plateau else 0
-        history.append({"round": rnd, "step": step, "miou": score, "loss": float(loss.detach()), "settle": last})
-        if last:
-            break
-    return history
-
-
 def base_model(args, train, val, num_classes: int) -> tuple[torch.nn.Module, dict]:
     """The converged base: loaded from ``--base`` / ``OUT/base.pt`` or trained now (then saved)."""
     path = args.base or args.out / "base.pt"
@@ -149,31 +124,19 @@ def base_model(args, train, val, num_classes: int) -> tuple[torch.nn.Module, dic
     torch.manual_seed(0)
     model = MinkUNet(4, num_classes, cr=args.cr)
     t0 = time.perf_counter()
-    history = train_to_plateau(model, train, val, num_classes, args)
+    history = train_to_plateau(model, train, val, num_classes, lr=args.lr, round_steps=args.round_steps,
+                               max_rounds=args.max_rounds, plateau=args.plateau)  # fmt: skip
     info = {"history": history, "steps": history[-1]["step"], "train_s": time.perf_counter() - t0,
-            "plateaued": any(h["settle"] for h in history) and len(history) <= args.max_rounds}  # fmt: skip
+            "plateaued": history[-1]["plateaued"]}  # fmt: skip
     save_checkpoint(path, model.eval(), {"voxel_size": args.voxel_size}, study=info)
     return model.eval(), info
 
 
-def scratch_model(pruned: torch.nn.Module, base_cfg: dict, steps: int, train, lr: float) -> torch.nn.Module:
+def scratch_model(pruned: torch.nn.Module, steps: int, train, lr: float) -> torch.nn.Module:
     """``pruned``'s architecture, freshly initialised, trained for ``steps`` (the base's plus the fine-tune)."""
-    torch.manual_seed(1)
-    model = apply_structure(build_from_config(base_cfg), structure_of(pruned))
-    for m in model.modules():
-        if hasattr(m, "reset_parameters") and m is not model:
-            m.reset_parameters()
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
-    model.train()
-    for i in tqdm(range(steps), desc="scratch", leave=False):
-        x, y = train[i % len(train)]
-        loss = segmentation_loss(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    return model.eval()
+    model = reinitialised(pruned)
+    finetune(model, train, steps, lr=lr, progress=True, desc="scratch")
+    return model
 
 
 def measure(model, base, x, val, num_classes: int, repeats: int) -> dict:
@@ -221,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append(row)
     if not args.no_scratch and "channels-l1-50" in models:
         steps = info.get("steps", args.round_steps) + args.finetune_steps
-        scratch = scratch_model(models["channels-l1-50"], base.config(), steps, train, args.lr)
+        scratch = scratch_model(models["channels-l1-50"], steps, train, args.lr)
         rows.append({"method": "scratch-channels-50", "steps": steps,
                      **measure(scratch, base, val[0][0], val, num_classes, args.latency_repeats)})  # fmt: skip
     rows = _merge(args.out / "study.json", rows) if args.methods else rows

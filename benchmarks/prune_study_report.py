@@ -1,7 +1,12 @@
-"""Figures of the pruning study: the latency-vs-mIoU Pareto plot and the Markdown table."""
+"""Figures of the pruning studies: latency-vs-mIoU Pareto plots, the criteria bars and the Markdown tables.
+
+``prune_study.py`` (one row per method on a converged base) and ``prune_criteria.py`` (every criterion and
+method at several channel ratios, one fine-tune budget) share these.
+"""
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 import matplotlib
@@ -30,7 +35,7 @@ def _family(method: str) -> str:
     return method.split("-")[0]
 
 
-def plot_pareto(rows: list[dict], path: Path) -> Path:
+def plot_pareto(rows: list[dict], path: Path, title: str = "Pruning a converged MinkUNet: latency vs accuracy") -> Path:
     """Scatter of CPU latency ratio (maps included) vs held-out mIoU, the Pareto front joined by a line."""
     fig, ax = plt.subplots(figsize=(8, 5.5))
     families = sorted({_family(r["method"]) for r in rows})
@@ -49,7 +54,7 @@ def plot_pareto(rows: list[dict], path: Path) -> Path:
         ax.scatter([], [], color=c, label=fam)
     ax.set_xlabel("CPU latency / base (maps built in every run, 1 thread)")
     ax.set_ylabel("held-out mIoU (%)")
-    ax.set_title("Pruning a converged MinkUNet: latency vs accuracy")
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
@@ -82,4 +87,68 @@ def write_table(result: dict, path: Path) -> Path:
             f" | {r['peak_bytes'] / 2**20:.0f} | {maps} | {vox} |"
         )
     path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def random_mean(rows: list[dict], ratio: float) -> float:
+    """Mean mIoU of the ``random-<seed>`` rows at ``ratio`` (NaN without any)."""
+    vals = [r["miou"] for r in rows if r["ratio"] == ratio and r["method"].startswith("random-")]
+    return statistics.mean(vals) if vals else float("nan")
+
+
+def plot_criteria(result: dict, path: Path) -> Path:
+    """One panel per ratio: mIoU before (light) and after (dark) the fixed fine-tune, per method."""
+    ratios = sorted({r["ratio"] for r in result["rows"]})
+    fig, axes = plt.subplots(len(ratios), 1, figsize=(12, 3.6 * len(ratios)), squeeze=False)
+    for ax, ratio in zip(axes[:, 0], ratios):
+        rows = sorted((r for r in result["rows"] if r["ratio"] == ratio), key=lambda r: -r["miou"])
+        xs = range(len(rows))
+        ax.bar([x - 0.2 for x in xs], [r["miou_before_finetune"] for r in rows], 0.4, color="#9ecae1",
+               label="before fine-tune")  # fmt: skip
+        ax.bar([x + 0.2 for x in xs], [r["miou"] for r in rows], 0.4, color="#08519c", label="after fine-tune")
+        ax.axhline(result["base"]["miou"], color="k", ls="--", lw=1, label="unpruned")
+        ax.axhline(random_mean(result["rows"], ratio), color="tab:red", ls=":", lw=1, label="random (mean)")
+        ax.set_xticks(list(xs), [r["method"] for r in rows], rotation=40, ha="right", fontsize=8)
+        ax.set_ylabel("held-out mIoU (%)")
+        ax.set_title(f"{ratio:.0%} of the channels removed" if ratio else "N:M masks (no channels removed)")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7, ncol=4, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _criteria_header(result: dict) -> list[str]:
+    base, a, info = result["base"], result["args"], result.get("base_training", {})
+    hist = info.get("history", [])
+    peak = max((h["miou"] for h in hist), default=float("nan"))
+    return [f"Measured {result['when']} on {result['machine']} (torch {result.get('torch', '?')}). Base: MinkUNet "
+            f"cr {a['cr']} on synthetic scans at {a['voxel_size']} m, trained {info.get('steps', '?')} Adam steps "
+            f"to a plateau ({'the stall rule ended it' if info.get('plateaued') else 'the round cap ended it'}: "
+            f"best round {peak:.1f}), held-out mIoU {base['miou']:.1f}, {base['parameters'] / 1e6:.3f} M params, "
+            f"{base['macs'] / 1e9:.3f} G MACs. Fine-tune: {a['finetune_steps']} steps for every method. Latency: "
+            "CPU time of a forward with maps built in the call, interleaved with the base in one run (median "
+            "ratio, about ±0.1 on this VM).", "",
+            "`+ls`: least-squares refit of the layers that lost inputs, before the fine-tune. `extra steps`: "
+            "training beyond the others' (training-based methods and searches; scratch: its whole training, so "
+            "its 'before fine-tune' is after it). Methods that set widths themselves (L0, searches) may remove "
+            "another fraction of the channels: compare MACs.", ""]  # fmt: skip
+
+
+def write_criteria_table(result: dict, path: Path) -> Path:
+    """``table.md``: per ratio, the methods by mIoU after the fine-tune, with the margin over random."""
+    lines = _criteria_header(result)
+    for ratio in sorted({r["ratio"] for r in result["rows"]}):
+        rand = random_mean(result["rows"], ratio)
+        lines += [f"### {ratio:.0%} of the channels" if ratio else "### N:M masks", "",
+                  "| method | mIoU before fine-tune | mIoU after | vs random | removed | params | MACs | latency × "
+                  "| extra steps |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in sorted((r for r in result["rows"] if r["ratio"] == ratio), key=lambda r: -r["miou"]):
+            margin = f"{r['miou'] - rand:+.1f}" if rand == rand else "n/a"  # NaN without random rows
+            lines.append(f"| {r['method']} | {r['miou_before_finetune']:.1f} | {r['miou']:.1f} | {margin} "
+                         f"| {r['removed']:.2f} | {r['parameters'] / 1e6:.3f} M | {r['macs'] / 1e9:.3f} G "
+                         f"| {r['latency_ratio']:.2f} | {r['extra_steps']} |")  # fmt: skip
+        lines.append("")
+    path.write_text("\n".join(lines))
     return path

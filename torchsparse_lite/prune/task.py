@@ -1,4 +1,4 @@
-"""The segmentation task pruning is measured on: batches, loss, voxel mIoU, a short fine-tune loop.
+"""The segmentation task pruning is measured on: batches, loss, voxel mIoU, fine-tuning, training to a plateau.
 
 Self-contained (it only needs :mod:`torchsparse_lite.datasets.segmentation`) so
 pruning can be evaluated and fine-tuned with or without the training package.
@@ -6,6 +6,7 @@ pruning can be evaluated and fine-tuned with or without the training package.
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Sequence
 
@@ -123,3 +124,69 @@ def finetune(
         losses.append(float(loss.detach()))
     model.eval()
     return losses
+
+
+def train_to_plateau(
+    model: nn.Module,
+    train: Sequence[Batch],
+    val: Sequence[Batch],
+    num_classes: int,
+    *,
+    lr: float = 4e-3,
+    round_steps: int = 60,
+    max_rounds: int = 12,
+    plateau: float = 1.0,
+    patience: int = 2,
+    progress: bool = True,
+) -> list[dict]:
+    """Train ``model`` (in place) in Adam rounds until its held-out mIoU stops improving, then settle.
+
+    After each round of ``round_steps`` steps the held-out mIoU is measured; a round *stalls* when it is
+    less than ``plateau`` points above the best so far. After ``patience`` stalls in a row (or
+    ``max_rounds`` rounds) one last round runs at a tenth of ``lr`` and training stops.
+
+    Returns:
+        One record per round: ``round``, ``step``, ``miou``, ``loss``, ``settle`` (the low-rate round);
+        the last one also has ``plateaued``: whether the stall rule (not the round cap) ended training.
+    """
+    if min(round_steps, max_rounds, patience) < 1:
+        raise ValueError(f"round_steps, max_rounds and patience must be >= 1, got {round_steps}, {max_rounds}, "
+                         f"{patience}")  # fmt: skip
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
+    history: list[dict] = []
+    stalls, best, it = 0, -float("inf"), itertools.cycle(train)
+    for rnd in range(max_rounds + 1):
+        settle = rnd == max_rounds or stalls >= patience
+        if settle:
+            for g in opt.param_groups:
+                g["lr"] = lr / 10
+        model.train()
+        for _ in tqdm(range(round_steps), desc=f"round {rnd}", disable=not progress, leave=False):
+            x, y = next(it)
+            loss = segmentation_loss(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        score = miou(model, val, num_classes)
+        stalls = stalls + 1 if score < best + plateau else 0
+        best = max(best, score)
+        history.append({"round": rnd, "step": (rnd + 1) * round_steps, "miou": score, "loss": float(loss.detach()),
+                        "settle": settle})  # fmt: skip
+        if settle:
+            history[-1]["plateaued"] = rnd < max_rounds
+            break
+    model.eval()
+    return history
+
+
+def reinitialised(model: nn.Module, seed: int = 1) -> nn.Module:
+    """A copy of ``model``'s architecture with fresh weights (every submodule's ``reset_parameters``, seeded).
+
+    The "same pruned architecture trained from scratch" baseline starts from this.
+    """
+    fresh = copy.deepcopy(model)
+    torch.manual_seed(seed)
+    for m in fresh.modules():
+        if hasattr(m, "reset_parameters") and m is not fresh:
+            m.reset_parameters()
+    return fresh
