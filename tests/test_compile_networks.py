@@ -9,6 +9,11 @@ asserted bounds are the issue's: 1e-6 on outputs, 1e-5 on gradients). With
 ``dynamic=True`` scans of other sizes reuse the one graph; an exported
 MinkUNet runs on a scan of another size and matches eager.
 
+The networks include max pooling (empty windows, an empty sample) and
+spconv-style layers on a ``SparseConvTensor`` built inside the compiled
+function (its value checks run in the ``torchsparse_lite::checked`` op); the
+detector and ``ToBEV`` are in ``test_compile_detection.py``.
+
 Inputs are small (a few hundred voxels, cr 0.25 widths) but large enough
 that every strided level keeps at least 2 voxels, which compiled graphs
 assume (``torchsparse_lite.ops.maps``). The costliest cases are marked slow;
@@ -34,6 +39,7 @@ from toy_models import random_input
 
 import torchsparse_lite.compat.spconv as cp
 from torchsparse_lite import SparseTensor
+from torchsparse_lite import nn as spnn
 from torchsparse_lite.detection.backbone import SparseBackbone8x
 from torchsparse_lite.models import MinkUNet, SparseResNet
 
@@ -81,6 +87,49 @@ def spconv_input(n: int, extent: int, seed: int = 0) -> Callable[[], cp.SparseCo
     return lambda: cp.SparseConvTensor(x.feats, x.coords, [extent] * 3, 1)
 
 
+def gapped_input(n: int, extent: int, seed: int = 0) -> Callable[[], SparseTensor]:
+    """Three samples, the middle one empty (a global max over nothing is 0)."""
+    x = random_input(n, extent, 4, batch=3, seed=seed)
+    keep = x.coords[:, 0] != 1
+    return lambda: SparseTensor(x.feats[keep], x.coords[keep])
+
+
+class PoolNet(nn.Module):
+    """``MaxPool3d`` (windows tiling the grid; kernel 1 stride 2 under the Minkowski rule, where most outputs
+    receive nothing and are 0) and ``GlobalMaxPool`` (an empty sample) after a conv, BN, ReLU stem."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(spnn.Conv3d(4, 8, 3), spnn.BatchNorm(8), spnn.ReLU())
+        self.pool, self.conv = spnn.MaxPool3d(2), spnn.Conv3d(8, 8, 3)
+        self.sparse_pool = spnn.MaxPool3d(1, 2, downsample_mode="minkowski")
+        self.global_pool = spnn.GlobalMaxPool()
+
+    def forward(self, x: SparseTensor) -> list:
+        x = self.stem(x)
+        y = self.conv(self.pool(x))
+        return [y, self.sparse_pool(x), self.global_pool(y)]
+
+
+class SpconvBuiltInside(nn.Module):
+    """spconv-style layers on a ``SparseConvTensor`` built inside the forward (its value checks in the graph)."""
+
+    def __init__(self, extent: int) -> None:
+        super().__init__()
+        block = _spconv_netdefs().block
+        self.extent = extent
+        self.net = cp.SparseSequential(block(4, 8, 3, key="subm1"), block(8, 8, 3, 2, 1, "down", "spconv"),
+                                       block(8, 8, 3, key="subm2"))  # fmt: skip
+
+    def forward(self, x: tuple[torch.Tensor, torch.Tensor]) -> cp.SparseConvTensor:
+        return self.net(cp.SparseConvTensor(x[0], x[1], [self.extent] * 3, 1))
+
+
+def raw_input(n: int, extent: int, seed: int = 0) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+    x = random_input(n, extent, 4, seed=seed)
+    return lambda: (x.feats, x.coords)
+
+
 NETWORKS: dict[str, tuple[Callable[[], nn.Module], Callable]] = {
     "minkunet18": (lambda: MinkUNet(4, 5, cr=0.25, depth=18), lambda seed=0: sparse_input(400, 48, seed)),
     "minkunet34": (lambda: MinkUNet(4, 5, cr=0.25, depth=34), lambda seed=0: sparse_input(400, 48, seed)),
@@ -93,6 +142,8 @@ NETWORKS: dict[str, tuple[Callable[[], nn.Module], Callable]] = {
         lambda: _spconv_netdefs().ResBackbone(4, width=4),
         lambda seed=0: spconv_input(300, 16, seed),
     ),
+    "pooling": (PoolNet, lambda seed=0: gapped_input(400, 16, seed)),
+    "spconv_built_inside": (lambda: SpconvBuiltInside(16), lambda seed=0: raw_input(300, 16, seed)),
 }
 SLOW_TRAIN: set[str] = set()
 SLOW_EVAL = {"minkunet18", "minkunet34"}  # minkunet18 eval runs in the no-recompile and export tests
@@ -105,7 +156,7 @@ def _twins(name: str, train: bool) -> tuple[nn.Module, nn.Module]:
     return eager, copy.deepcopy(eager)
 
 
-def _run(model: nn.Module, x, train: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def run_model(model: nn.Module, x, train: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Outputs, and the parameters' gradients of a loss on all of them (training only)."""
     outs = model(x)
     if not train:
@@ -114,7 +165,7 @@ def _run(model: nn.Module, x, train: bool) -> tuple[list[torch.Tensor], list[tor
     return [o.detach() for o in outs], [p.grad for p in model.parameters()]
 
 
-def _assert_twins_agree(eager: nn.Module, compiled_net: nn.Module, got, want) -> None:
+def assert_twins_agree(eager: nn.Module, compiled_net: nn.Module, got, want) -> None:
     for a, b in zip(got[0], want[0], strict=True):
         assert a.shape == b.shape
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
@@ -135,7 +186,7 @@ def test_fullgraph_training_matches_eager(name: str) -> None:
     counter = CompileCounterWithBackend("aot_eager")
     torch._dynamo.reset()
     compiled = torch.compile(twin, fullgraph=True, backend=counter)
-    _assert_twins_agree(eager, twin, _run(compiled, x(), True), _run(eager, x(), True))
+    assert_twins_agree(eager, twin, run_model(compiled, x(), True), run_model(eager, x(), True))
     assert counter.frame_count == 1
 
 
@@ -146,7 +197,7 @@ def test_fullgraph_inference_matches_eager(name: str) -> None:
     torch._dynamo.reset()
     compiled = torch.compile(twin, fullgraph=True, backend="aot_eager")
     with torch.no_grad():
-        _assert_twins_agree(eager, twin, _run(compiled, x(), False), _run(eager, x(), False))
+        assert_twins_agree(eager, twin, run_model(compiled, x(), False), run_model(eager, x(), False))
 
 
 def test_compiled_network_returns_sparse_tensors() -> None:

@@ -149,8 +149,18 @@ class SparseTensor:
 
     @property
     def batch_size(self) -> int:
-        """Number of samples: largest batch index + 1 (0 when empty)."""
-        return int(self.coords[:, 0].max()) + 1 if len(self) else 0
+        """Number of samples: largest batch index + 1 (0 when empty).
+
+        In a traced graph a captured scalar, declared >= 1 for a non-empty
+        tensor (batch indices are >= 0; the ops check the values), so that
+        layers after it (batch norm's "one value" test) need not branch on it.
+        """
+        if not len(self):
+            return 0
+        b = int(self.coords[:, 0].max()) + 1
+        if torch.compiler.is_compiling():
+            torch._check(b >= 1)
+        return b
 
     def spatial_extent(self) -> tuple[int, int, int]:
         """Grid size (X, Y, Z): ``spatial_range`` if set, else max coordinate + 1."""

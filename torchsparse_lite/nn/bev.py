@@ -7,7 +7,22 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..ops.checks import checked, value_check
 from ..tensor import SparseTensor
+
+
+@value_check("to_bev")
+def check_bev_coords(coords: torch.Tensor, batch_size: int, nx: int, ny: int, nz: int) -> None:
+    """Raise ``ValueError`` when [N, 4] ``coords`` hold more samples than ``batch_size`` (-1: not given) or
+    leave the (nx, ny, nz) grid; :func:`to_bev` runs it eagerly, or in its graph at run time."""
+    if not coords.shape[0]:
+        return
+    if batch_size >= 0 and batch_size < (samples := int(coords[:, 0].max()) + 1):
+        raise ValueError(f"batch_size={batch_size} is smaller than the tensor's {samples} samples")
+    high = coords[:, 1:].amax(0)
+    size = (nx, ny, nz)
+    if any(int(high[i]) >= size[i] for i in range(3)):
+        raise ValueError(f"to_bev: coordinates reach {high.tolist()}, outside spatial_range {list(size)}; enlarge it")
 
 
 def to_bev(x: SparseTensor, spatial_range: Sequence[int], batch_size: int | None = None) -> torch.Tensor:
@@ -31,16 +46,11 @@ def to_bev(x: SparseTensor, spatial_range: Sequence[int], batch_size: int | None
     size = tuple(int(v) for v in spatial_range)
     if len(size) != 3 or min(size) < 1:
         raise ValueError(f"spatial_range must be 3 positive ints (X, Y, Z), got {spatial_range!r}")
-    b = x.batch_size if batch_size is None else int(batch_size)
-    if b < 0 or (len(x) and b < x.batch_size):
-        raise ValueError(f"batch_size={batch_size} is smaller than the tensor's {x.batch_size} samples")
-    c = x.coords.to(torch.int64)
-    if len(x):
-        high = c[:, 1:].amax(0)
-        if any(int(high[i]) >= size[i] for i in range(3)):
-            raise ValueError(
-                f"to_bev: coordinates reach {high.tolist()}, outside spatial_range {list(size)}; enlarge it"
-            )
+    wanted = -1 if batch_size is None else int(batch_size)  # -1: read off the coordinates
+    if batch_size is not None and wanted < 0:
+        raise ValueError(f"batch_size must be >= 0, got {batch_size}")
+    b = x.batch_size if batch_size is None else wanted  # in a graph a captured scalar: nothing branches on it
+    c = checked(x.coords, "to_bev", wanted, *size).to(torch.int64)  # the value checks, at run time in a graph
     nx, ny, nz = size
     ch = x.feats.shape[1]
     out = x.feats.new_zeros((b, nx, ny, nz, ch))

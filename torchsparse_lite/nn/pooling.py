@@ -12,6 +12,17 @@ from ..tensor import SparseTensor
 from .maps import layer_map, layer_output, output_stride
 
 
+def zero_unreached(out: torch.Tensor, hit: torch.Tensor) -> torch.Tensor:
+    """Rows of a max reduction [M, C] where [M] bool ``hit``, 0 in the rows that received nothing (-inf).
+
+    Eagerly the select is skipped when every row was hit (the usual case); a
+    traced graph cannot branch on ``hit`` and always selects (the same values).
+    """
+    if torch.compiler.is_compiling() or not bool(hit.all()):
+        return torch.where(hit[:, None], out, torch.zeros_like(out))
+    return out
+
+
 class MaxPool3d(nn.Module):
     """Sparse max over each output's kernel window (only active inputs count).
 
@@ -61,9 +72,7 @@ class MaxPool3d(nn.Module):
         out = out.scatter_reduce(0, index, x.feats.index_select(0, kmap.in_idx), reduce="amax", include_self=False)
         hit = torch.zeros(kmap.n_out, dtype=torch.bool, device=out.device)
         hit[kmap.out_idx] = True
-        if not bool(hit.all()):
-            out = torch.where(hit[:, None], out, torch.zeros_like(out))
-        return layer_output(x, out, kmap, output_stride(x.stride, self.geometry))
+        return layer_output(x, zero_unreached(out, hit), kmap, output_stride(x.stride, self.geometry))
 
 
 def _per_sample(x: SparseTensor, reduce: str) -> torch.Tensor:
@@ -79,8 +88,7 @@ def _per_sample(x: SparseTensor, reduce: str) -> torch.Tensor:
         return sums / counts[:, None]
     out = x.feats.new_full((nb, c), float("-inf"))
     out = out.scatter_reduce(0, batch[:, None].expand(-1, c), x.feats, reduce="amax", include_self=False)
-    present = torch.bincount(batch, minlength=nb) > 0
-    return out if bool(present.all()) else torch.where(present[:, None], out, torch.zeros_like(out))
+    return zero_unreached(out, torch.bincount(batch, minlength=nb) > 0)
 
 
 class GlobalAvgPool(nn.Module):

@@ -12,6 +12,9 @@ shapes, data-dependent sizes as unbacked symbolic ints:
 * :mod:`.conv` — ``conv_torch`` / ``conv_torch_weight_grad`` (the PyTorch
   gather-GEMM-scatter) and ``conv_triton`` / ``conv_triton_weight_grad``
   (the fused kernels), with autograd (``register_autograd``);
+* :mod:`.checks` — ``checked``: value checks of other code (``to_bev``, a
+  ``compat.spconv`` tensor's indices) run by the op ``checked`` at run time,
+  raising the eager errors;
 * :mod:`.schema` — how a :class:`~torchsparse_lite.kmap.geometry.ConvGeometry`
   and a grouping travel as op arguments (ints, lists of ints, strings).
 

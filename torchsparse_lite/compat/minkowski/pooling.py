@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ...kmap.kernel_map import KernelMap
+from ...nn.pooling import zero_unreached
 from .conv import check_input, target_key
 from .enums import PoolingMode
 from .kernel import KernelGenerator
@@ -53,7 +54,7 @@ def reduce_rows(
     out = out.scatter_reduce(0, out_idx[:, None].expand(-1, c), gathered, reduce="amax", include_self=False)
     hit = torch.zeros(n_out, dtype=torch.bool, device=feats.device)
     hit[out_idx] = True
-    return out if bool(hit.all()) else torch.where(hit[:, None], out, torch.zeros_like(out))
+    return zero_unreached(out, hit)
 
 
 def _check_mode(mode: object, allowed: tuple[PoolingMode, ...], owner: str) -> PoolingMode:

@@ -19,6 +19,7 @@ import torch
 
 from ...kmap.kernel_map import KernelMap
 from ...kmap.keys import MAX_BATCH, MAX_COORD
+from ...ops.checks import checked, value_check
 from ...tensor import check_unique
 
 NDIMS = (1, 2, 3)
@@ -88,10 +89,16 @@ def check_tensor_args(
         )
     if features.device != indices.device:
         raise ValueError(f"features is on {features.device} but indices on {indices.device}; move both to one device")
-    indices = indices.to(torch.int32)
-    _check_ranges(indices, shape, int(batch_size))
-    check_unique(to_native(indices), "indices")
+    indices = checked(indices.to(torch.int32), "spconv_indices", int(batch_size), *shape)
     return indices, shape, int(batch_size)
+
+
+@value_check("spconv_indices")
+def check_indices(indices: torch.Tensor, batch_size: int, *shape: int) -> None:
+    """Raise ``ValueError`` for int32 ``indices`` outside ``[0, batch_size)`` x ``shape`` or with duplicate rows
+    (eagerly in :func:`check_tensor_args`, or in its graph at run time)."""
+    _check_ranges(indices, list(shape), batch_size)
+    check_unique(to_native(indices), "indices")
 
 
 def _check_spatial_shape(spatial_shape: Sequence[int], ndim: int) -> list[int]:
