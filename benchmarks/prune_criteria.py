@@ -64,13 +64,13 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cr", type=float, default=0.25)
     p.add_argument("--voxel-size", type=float, default=0.4)
     p.add_argument("--max-points", type=int, default=4000)
-    p.add_argument("--train-scans", type=int, default=16)
-    p.add_argument("--val-scans", type=int, default=4)
+    p.add_argument("--train-scans", type=int, default=96)
+    p.add_argument("--val-scans", type=int, default=8)
     p.add_argument("--lr", type=float, default=4e-3, help="base training rate")
-    p.add_argument("--round-steps", type=int, default=100)
-    p.add_argument("--max-rounds", type=int, default=40)
+    p.add_argument("--round-steps", type=int, default=200)
+    p.add_argument("--max-rounds", type=int, default=30)
     p.add_argument("--plateau", type=float, default=0.5, help="mIoU a round must add to the best to count")
-    p.add_argument("--patience", type=int, default=4)
+    p.add_argument("--patience", type=int, default=3)
     p.add_argument("--finetune-steps", type=int, default=150)
     p.add_argument("--finetune-lr", type=float, default=1e-3)
     p.add_argument("--phase-steps", type=int, default=100, help="training steps of the training-based methods")
@@ -142,6 +142,17 @@ def run_method(name: str, base: torch.nn.Module, ratio: float, data: dict, args:
     return row
 
 
+def kept_rows(path: Path, base_row: dict, jobs: list[tuple[float, str]]) -> list[dict]:
+    """Rows of an earlier run on the same base (``path``) that this run does not redo; none for another base."""
+    if not path.is_file():
+        return []
+    old = json.loads(path.read_text())
+    if old["base"] != base_row:
+        return []
+    redo = set(jobs)
+    return [r for r in old["rows"] if (r["ratio"], r["method"]) not in redo]
+
+
 def load_data(args: argparse.Namespace) -> dict:
     kw = {"voxel_size": args.voxel_size, "max_points": args.max_points}
     train = segmentation_batches(args.train_scans, seed=0, **kw)
@@ -159,21 +170,21 @@ def main(argv: list[str] | None = None) -> dict:
     data["base_steps"] = info["steps"]
     base_row = {"method": "base", "ratio": 0.0, "miou": miou(base, data["val"], data["classes"]), "removed": 0.0,
                 "latency_ratio": 1.0, **model_summary(base, data["x"])}  # fmt: skip
-    rows = []
     names = method_names(args)
     jobs = [(r, n) for r in args.ratios for n in names if n != "nm-2:4"] + [(0.0, "nm-2:4")] * ("nm-2:4" in names)
+    rows = kept_rows(args.out / "criteria.json", base_row, jobs)
+    result = {"when": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {torch.get_num_threads()} thread",
+              "torch": torch.__version__, "args": {k: str(v) for k, v in vars(args).items()}, "base_training": info,
+              "base": base_row, "rows": rows}  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
     for ratio, name in tqdm(jobs, desc="methods"):
         rows.append(run_method(name, base, ratio, data, args))
         r = rows[-1]
         tqdm.write(f"{ratio:.2f} {name:<12} before fine-tune {r['miou_before_finetune']:5.1f}  after {r['miou']:5.1f}"
                    f"  latency x{r['latency_ratio']:.2f}")  # fmt: skip
-    result = {"when": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {torch.get_num_threads()} thread",
-              "torch": torch.__version__, "args": {k: str(v) for k, v in vars(args).items()}, "base_training": info,
-              "base": base_row, "rows": rows}  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "criteria.json").write_text(json.dumps(result, indent=1))
+        (args.out / "criteria.json").write_text(json.dumps(result, indent=1))  # after every row: resumable
     plot_criteria(result, args.out / "criteria.png")
-    for ratio in args.ratios:
+    for ratio in sorted({r["ratio"] for r in rows} - {0.0}):
         at = [base_row] + [r for r in rows if r["ratio"] in (ratio, 0.0)]
         plot_pareto(at, args.out / f"pareto_{round(ratio * 100)}.png",
                     title=f"{ratio:.0%} of the channels: CPU latency vs mIoU after the same fine-tune")  # fmt: skip
