@@ -3,18 +3,26 @@ criteria, unstructured / N:M masks, schedules, latency-driven search and reports
 
 Main entry points: :func:`prune_model` (trace -> score -> select -> shrink), :func:`prune_taps` (whole
 kernel offsets, maps included), :func:`prune_blocks` (whole residual blocks), :func:`train_group_lasso`
-(channels trained to zero), :func:`train_l0` (hard-concrete gates), :func:`reconstruct_consumers`
+(channels trained to zero), :func:`train_l0` (hard-concrete gates), :func:`train_admm` (ADMM toward a
+channel / N:M set), :func:`train_scp` (soft masks from the batch norms), :func:`reconstruct_consumers`
 (least-squares refit after pruning, with the ``thinet`` criterion), :func:`build_dependency_graph`,
 :func:`apply_nm_sparsity` / :func:`remove_masks`, :func:`sensitivity_analysis`, :func:`iterative_prune`,
-:func:`netadapt_search`; CLI ``python -m torchsparse_lite prune``.
+:func:`netadapt_search`, :func:`amc_search` (DDPG agent), :func:`autoslim_search` (slimmable supernet +
+greedy slimming); CLI ``python -m torchsparse_lite prune``.
 """
 
+from .admm import admm_project, constraint_mask, hard_prune, top_channels, train_admm
+from .amc import AmcEnv, amc_search
+from .autoslim import WidthSpace, autoslim_search, greedy_slim, recalibrate_bn, slice_widths, train_supernet
 from .blocks import block_importance, prune_blocks, removable_blocks, remove_blocks, select_blocks
+from .cost import ChannelCost, cpu_latency
+from .ddpg import DDPG
 from .graph import ChannelGroup, DependencyGraph, build_dependency_graph
 from .group_lasso import (
     GroupNorm,
     channel_norms,
     channel_slices,
+    channel_squares,
     group_lasso_penalty,
     proximal_step,
     train_group_lasso,
@@ -34,7 +42,7 @@ from .importance import (
     get_criterion,
     register_criterion,
 )
-from .l0 import HardConcreteGates, attach_gates, closed_channels, fold_gates, train_l0
+from .l0 import HardConcreteGates, attach_gates, closed_channels, expected_zeros, fold_gates, train_l0
 from .masks import apply_nm_sparsity, apply_unstructured, is_nm_sparse, nm_mask, remove_masks, sparsity
 from .netadapt import netadapt_search
 from .permute import permute_for_nm, search_permutation
@@ -48,6 +56,7 @@ from .schedule import (
     rewind_weights,
     sensitivity_analysis,
 )
+from .scp import SoftChannelMasks, train_scp
 from .select import select_channels
 from .structured import ChannelPlan, masked_model, plan_pruning, prune_model
 from .surgery import apply_channel_shapes, apply_selection, channel_shapes, mask_groups, prune_groups
@@ -60,12 +69,21 @@ __all__ = [
     "attach_gates",
     "channel_norms",
     "channel_slices",
+    "channel_squares",
     "closed_channels",
+    "expected_zeros",
     "fold_gates",
     "group_lasso_penalty",
     "proximal_step",
     "train_group_lasso",
     "train_l0",
+    "SoftChannelMasks",
+    "constraint_mask",
+    "hard_prune",
+    "admm_project",
+    "top_channels",
+    "train_admm",
+    "train_scp",
     "zeroed_channels",
     "HessianOBD",
     "ThiNet",
@@ -113,6 +131,17 @@ __all__ = [
     "mask_groups",
     "masked_model",
     "netadapt_search",
+    "AmcEnv",
+    "ChannelCost",
+    "DDPG",
+    "WidthSpace",
+    "amc_search",
+    "autoslim_search",
+    "cpu_latency",
+    "greedy_slim",
+    "recalibrate_bn",
+    "slice_widths",
+    "train_supernet",
     "nm_mask",
     "permute_for_nm",
     "plan_pruning",

@@ -8,21 +8,29 @@ from dataclasses import dataclass, field
 from ..models.minkunet import ENCODER_STAGES
 from ..nn.voxel_drop import SCORERS
 from .blocks import BLOCK_CRITERIA
+from .cost import BUDGET_KINDS
 from .importance import CRITERIA
 from .select import NORMALIZERS
 from .taps import TAP_CRITERIA, TAP_SCOPES
 
-SCHEDULES = ("oneshot", "iterative", "netadapt")
+SCHEDULES = ("oneshot", "iterative", "netadapt", "amc", "autoslim")
+SEARCH_SCHEDULES = ("netadapt", "amc", "autoslim")  # choose their own per-group ratios (``ratio`` unused)
 # option dicts of the structural methods beside channels: key -> (default, allowed values or None for a fraction)
 TAP_KEYS = {"ratio": (None, None), "criterion": ("magnitude", TAP_CRITERIA), "scope": ("global", TAP_SCOPES),
-            "strided": (False, (False, True))}
+            "strided": (False, (False, True))}  # fmt: skip
 VOXEL_KEYS = {"keep": 0.7, "scorer": "learned", "stages": list(ENCODER_STAGES), "budget_weight": 1.0}
 BLOCK_KEYS = {"ratio": (None, None), "criterion": ("skip", BLOCK_CRITERIA), "layers": (False, (False, True))}
 # training phases that remove channels themselves: key -> (default, kind); a default of None means required
+# (but an ``nm`` kind's: no N:M set)
 GROUP_LASSO_KEYS = {"strength": (0.5, "positive"), "steps": (100, "count"), "lr": (0.05, "positive"),
                     "threshold": (0.0, "threshold")}  # fmt: skip
 L0_KEYS = {"ratio": (None, "fraction"), "strength": (10.0, "positive"), "steps": (100, "count"),
            "lr": (0.1, "positive")}  # fmt: skip
+ADMM_KEYS = {"ratio": (None, "fraction"), "rho": (10.0, "positive"), "rho_growth": (1.3, "growth"),
+             "steps": (100, "count"), "admm_every": (10, "count"), "lr": (0.005, "positive"),
+             "nm": (None, "nm")}  # fmt: skip
+SCP_KEYS = {"ratio": (None, "fraction"), "strength": (10.0, "positive"), "steps": (100, "count"),
+            "lr": (0.05, "positive"), "temperature": (0.5, "positive")}  # fmt: skip
 MODES = ("global", "local")
 NM_KEYS = ("n", "m", "permute")
 
@@ -37,11 +45,23 @@ class PruneConfig:
     (``steps`` cubic steps, ``rewind`` = lottery-ticket rewinding to the
     unpruned weights, or to a checkpoint path such as an early-training one)
     or netadapt (``netadapt_target``: fraction of the measured CPU time,
-    ``netadapt_step``, ``netadapt_iters``); sensitivity: scan each group at
+    ``netadapt_step``, ``netadapt_iters``), amc (:mod:`.amc`: a DDPG agent
+    picks each group's keep fraction, >= ``amc_min_keep``, clipped to the
+    budget ``amc_budget``: a fraction of the MACs, or with ``amc_budget_kind:
+    "latency"`` of the measured CPU time as netadapt's; ``amc_episodes``, the
+    first ``amc_warmup`` at random, seeded by ``amc_seed``; reward: the
+    held-out metric after ``amc_finetune_steps`` of fine-tuning) or autoslim
+    (:mod:`.autoslim`: a slimmable supernet trained ``autoslim_steps``
+    sandwich steps with ``autoslim_n_random`` random widths and, with
+    ``autoslim_distill``, in-place distillation, then slimmed greedily by
+    ``autoslim_step_fraction`` of a group per step, not below
+    ``autoslim_min_width``, to ``autoslim_budget`` of kind
+    ``autoslim_budget_kind``; batch-norm statistics recomputed on
+    ``importance_batches`` training batches); sensitivity: scan each group at
     ``sensitivity_ratios``, and with ``max_drop`` prune each group by the
     ratio derived from its curve (one-shot: at once; iterative: each group
-    follows the cubic schedule up to its own ratio; netadapt chooses its own
-    ratios by latency and refuses ``max_drop``); finetune_steps / lr:
+    follows the cubic schedule up to its own ratio; netadapt, amc and
+    autoslim choose their own ratios and refuse ``max_drop``); finetune_steps / lr:
     fine-tune after pruning (split over the iterative steps); nm:
     ``{"n": 2, "m": 4, "permute": true}`` adds N:M masks after channel pruning
     (kept through fine-tuning, then baked); slimming_steps / bn_penalty: train
@@ -71,9 +91,20 @@ class PruneConfig:
     l0: ``{"ratio": 0.5, "strength": 10.0, "steps": 100, "lr": 0.1}`` trains
     hard-concrete gates (gate learning rate ``lr``; weights at ``lr`` of the
     config) toward removing ``ratio`` of the channels, folds them and removes
-    the closed ones (:mod:`.l0`). Both run after ``blocks`` and before the
-    criterion's channel pruning, which then prunes ``ratio`` of what is left
-    (``ratio: 0`` for the phase alone).
+    the closed ones (:mod:`.l0`); admm: ``{"ratio": 0.5, "rho": 10.0,
+    "rho_growth": 1.3, "steps": 100, "admm_every": 10, "lr": 0.005, "nm":
+    null}`` trains by ADMM toward keeping ``1 - ratio`` of the channels (and
+    with ``nm`` ``{"n": 2, "m": 4}`` N:M weights; Adam at ``lr``, a Z / U
+    update every ``admm_every`` steps, ``rho`` times ``rho_growth`` at each),
+    then projects and removes the zero channels (:mod:`.admm`; set the
+    config's ``nm`` too to keep the N:M pattern through fine-tuning); scp:
+    ``{"ratio": 0.5, "strength": 10.0, "steps": 100, "lr": 0.05,
+    "temperature": 0.5}`` trains soft channel masks whose keep probability
+    follows the batch norms (mask parameters at ``lr``, weights at the
+    config's), closes the expected number and removes them (:mod:`.scp`).
+    All four run after ``blocks``, in this order, and before the criterion's
+    channel pruning, which then prunes ``ratio`` of what is left (``ratio:
+    0`` for the phases alone).
 
     Raises:
         ValueError / TypeError naming the field when a value is out of range,
@@ -96,6 +127,20 @@ class PruneConfig:
     netadapt_target: float = 0.6
     netadapt_step: float = 0.25
     netadapt_iters: int = 10
+    amc_budget: float = 0.5
+    amc_budget_kind: str = "macs"
+    amc_episodes: int = 30
+    amc_warmup: int = 10
+    amc_seed: int = 0
+    amc_min_keep: float = 0.2
+    amc_finetune_steps: int = 0
+    autoslim_budget: float = 0.5
+    autoslim_budget_kind: str = "macs"
+    autoslim_steps: int = 100
+    autoslim_n_random: int = 2
+    autoslim_step_fraction: float = 0.1
+    autoslim_min_width: float = 0.2
+    autoslim_distill: bool = True
     finetune_steps: int = 50
     lr: float = 0.005
     nm: dict | None = None
@@ -111,6 +156,8 @@ class PruneConfig:
     reconstruct: bool | None = None
     group_lasso: dict | None = None
     l0: dict | None = None
+    admm: dict | None = None
+    scp: dict | None = None
 
     def __post_init__(self) -> None:
         self.voxels = _voxel_options(self.voxels)
@@ -118,9 +165,14 @@ class PruneConfig:
         self.taps = _method_options("taps", self.taps, TAP_KEYS, upper=None)
         self.group_lasso = _phase_options("group_lasso", self.group_lasso, GROUP_LASSO_KEYS)
         self.l0 = _phase_options("l0", self.l0, L0_KEYS)
+        self.admm = _phase_options("admm", self.admm, ADMM_KEYS)
+        self.scp = _phase_options("scp", self.scp, SCP_KEYS)
+        if self.admm and self.admm["admm_every"] > self.admm["steps"]:
+            raise ValueError(f"config admm admm_every must be <= steps (a Z / U update at least), got {self.admm}")
         self._check_regression()
         self._check_names()
         self._check_numbers()
+        self._check_search()
         self._check_sensitivity()
         self._check_nm()
         if not isinstance(self.rewind, bool | str):
@@ -170,6 +222,21 @@ class PruneConfig:
             if not _real(value) or value < 0 or (name == "lr" and value == 0):
                 raise ValueError(f"config {name} must be a number {'> 0' if name == 'lr' else '>= 0'}, got {value!r}")
 
+    def _check_search(self) -> None:
+        """The amc_* and autoslim_* fields (like netadapt's: fractions in (0, 1), counts, a budget kind)."""
+        for name in ("amc_budget", "amc_min_keep", "autoslim_budget", "autoslim_step_fraction", "autoslim_min_width"):
+            _fraction(name, getattr(self, name), low_open=True)
+        for name, low in (("amc_episodes", 1), ("amc_warmup", 0), ("amc_seed", 0), ("amc_finetune_steps", 0),
+                          ("autoslim_steps", 0), ("autoslim_n_random", 0)):  # fmt: skip
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
+                raise ValueError(f"config {name} must be an integer >= {low}, got {value!r}")
+        for name in ("amc_budget_kind", "autoslim_budget_kind"):
+            if getattr(self, name) not in BUDGET_KINDS:
+                raise ValueError(f"config {name} must be one of {list(BUDGET_KINDS)}, got {getattr(self, name)!r}")
+        if not isinstance(self.autoslim_distill, bool):
+            raise TypeError(f"config autoslim_distill must be true or false, got {self.autoslim_distill!r}")
+
     def _check_sensitivity(self) -> None:
         ratios = self.sensitivity_ratios
         if not isinstance(ratios, list | tuple) or not ratios:
@@ -184,10 +251,10 @@ class PruneConfig:
             raise ValueError(f"config max_drop must be a number >= 0 (metric points), got {self.max_drop!r}")
         if not self.sensitivity:
             raise ValueError("config max_drop derives per-group ratios from the sensitivity scan: set sensitivity")
-        if self.schedule == "netadapt":
+        if self.schedule in SEARCH_SCHEDULES:
             raise ValueError(
-                "config max_drop cannot be used with schedule 'netadapt' (it picks the groups and ratios by measured "
-                "latency); use schedule 'oneshot' or 'iterative', or drop max_drop"
+                f"config max_drop cannot be used with schedule {self.schedule!r} (it picks the groups and ratios by "
+                "its own search); use schedule 'oneshot' or 'iterative', or drop max_drop"
             )
 
     @property
@@ -218,9 +285,13 @@ class PruneConfig:
         unknown = sorted(set(self.nm) - set(NM_KEYS))
         if unknown:
             raise ValueError(f"config nm: unknown key(s) {unknown}; valid: {list(NM_KEYS)}")
-        n, m = self.nm.get("n", 2), self.nm.get("m", 4)
-        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (n, m)) or not 0 < n <= m:
-            raise ValueError(f"config nm needs integers 0 < n <= m, got n={n!r}, m={m!r}")
+        _nm_numbers("nm", self.nm.get("n", 2), self.nm.get("m", 4))
+
+
+def _nm_numbers(name: str, n: object, m: object) -> None:
+    """``n``, ``m`` of an N:M pattern are integers with ``0 < n <= m``, else a ValueError naming the field."""
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (n, m)) or not 0 < n <= m:
+        raise ValueError(f"config {name} needs integers 0 < n <= m, got n={n!r}, m={m!r}")
 
 
 def _check_keys(name: str, opts: object, keys: dict, example: str) -> None:
@@ -280,11 +351,18 @@ def _voxel_options(opts: dict | None) -> dict | None:
 
 
 _KIND_CHECKS = {"fraction": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"), "positive": (lambda v: v > 0, "> 0"),
-                "threshold": (lambda v: v >= 0, ">= 0 or null")}  # fmt: skip
+                "threshold": (lambda v: v >= 0, ">= 0 or null"), "growth": (lambda v: v >= 1, ">= 1")}  # fmt: skip
 
 
-def _phase_value(name: str, key: str, value: object, kind: str) -> float | int | None:
+def _phase_value(name: str, key: str, value: object, kind: str) -> float | int | dict | None:
     """One option of a training phase, checked by ``kind`` (see :data:`GROUP_LASSO_KEYS`)."""
+    if kind == "nm":
+        if value is None:
+            return None
+        if not isinstance(value, dict) or set(value) - {"n", "m"}:
+            raise TypeError(f"config {name} {key} must be null or a dict like {{'n': 2, 'm': 4}}, got {value!r}")
+        _nm_numbers(f"{name} {key}", value.get("n", 2), value.get("m", 4))
+        return {"n": int(value.get("n", 2)), "m": int(value.get("m", 4))}
     if kind == "count":
         if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
             raise ValueError(f"config {name} {key} must be an integer >= 1, got {value!r}")
@@ -302,7 +380,7 @@ def _phase_options(name: str, opts: dict | None, keys: dict) -> dict | None:
     if opts is None:
         return None
     _check_keys(name, opts, keys, "{" + ", ".join(f"{k!r}: ..." for k in keys) + "}")
-    missing = [k for k, (default, _) in keys.items() if default is None and k not in opts]
+    missing = [k for k, (default, kind) in keys.items() if default is None and kind != "nm" and k not in opts]
     if missing:
         raise ValueError(f"config {name} needs {missing[0]!r}")
     return {k: _phase_value(name, k, opts.get(k, default), kind) for k, (default, kind) in keys.items()}

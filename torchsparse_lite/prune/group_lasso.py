@@ -30,8 +30,11 @@ Slice = tuple[torch.Tensor, int, int]
 """``(parameter, dim, offset)``: the group's channels are ``parameter.narrow(dim, offset, size)``."""
 
 
-def channel_slices(model: nn.Module, group: ChannelGroup) -> list[Slice]:
-    """Every parameter slice ``group`` owns (producers' outputs, batch norms, consumers' inputs)."""
+def channel_slices(model: nn.Module, group: ChannelGroup, consumers: bool = True) -> list[Slice]:
+    """Every parameter slice ``group`` owns (producers' outputs, batch norms, and with ``consumers`` their inputs).
+
+    The slices without the consumers' (the *producer side*) are disjoint between the channels of all groups.
+    """
     out: list[Slice] = []
     for s in group.producers:
         mod = model.get_submodule(s.name)
@@ -42,12 +45,12 @@ def channel_slices(model: nn.Module, group: ChannelGroup) -> list[Slice]:
         mod = model.get_submodule(s.name)
         if getattr(mod, "affine", False):
             out += [(mod.weight, 0, s.offset), (mod.bias, 0, s.offset)]
-    for s in group.consumers:
+    for s in group.consumers if consumers else ():
         out.append((model.get_submodule(s.name).weight, 1, s.offset))  # Conv3d [K, Cin, Cout], Linear [out, in]
     return out
 
 
-def _squares(slices: list[Slice], size: int) -> torch.Tensor:
+def channel_squares(slices: list[Slice], size: int) -> torch.Tensor:
     """``[size]`` sums of squares per channel over ``slices`` (differentiable)."""
     total = 0
     for p, dim, off in slices:
@@ -58,12 +61,12 @@ def _squares(slices: list[Slice], size: int) -> torch.Tensor:
 def channel_norms(model: nn.Module, graph: DependencyGraph) -> dict[int, torch.Tensor]:
     """``{gid: [size]}`` L2 norm of every channel's slices (a score: higher = keep)."""
     with torch.no_grad():
-        return {g.gid: _squares(channel_slices(model, g), g.size).sqrt().float().cpu() for g in graph.groups}
+        return {g.gid: channel_squares(channel_slices(model, g), g.size).sqrt().float().cpu() for g in graph.groups}
 
 
 def group_lasso_penalty(model: nn.Module, graph: DependencyGraph, strength: float = 1.0) -> torch.Tensor:
     """``strength * sum`` of the channel norms over all groups (differentiable scalar)."""
-    terms = [_squares(channel_slices(model, g), g.size).clamp_min(1e-24).sqrt().sum() for g in graph.groups]
+    terms = [channel_squares(channel_slices(model, g), g.size).clamp_min(1e-24).sqrt().sum() for g in graph.groups]
     if not terms:
         raise ValueError("group_lasso_penalty: the graph has no prunable channel group")
     return strength * torch.stack(terms).sum()
@@ -81,7 +84,7 @@ def proximal_step(model: nn.Module, graph: DependencyGraph, tau: float) -> None:
     with torch.no_grad():
         for g in graph.groups:
             slices = channel_slices(model, g)
-            norm = _squares(slices, g.size).sqrt()
+            norm = channel_squares(slices, g.size).sqrt()
             scale = torch.where(norm > tau, 1 - tau / norm.clamp_min(1e-30), torch.zeros_like(norm))
             for p, dim, off in slices:
                 scale_slice_(p, dim, off, scale)

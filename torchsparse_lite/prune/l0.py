@@ -90,7 +90,7 @@ class HardConcreteGates(nn.Module):
     def closed_fraction(self) -> float:
         """Fraction of all channels :meth:`final` closes (without computing the gates)."""
         with torch.no_grad():
-            n = sum(min(int(round(float((1 - k).sum()))), len(k) - 1) for k in self.keep_probability())
+            n = sum(len(expected_zeros(k, k)) for k in self.keep_probability())
         return n / self.total
 
     def final(self) -> dict[int, torch.Tensor]:
@@ -99,10 +99,19 @@ class HardConcreteGates(nn.Module):
         with torch.no_grad():
             for gid, la, keep in zip(self.gids, self.log_alpha, self.keep_probability()):
                 z = torch.where(gates[gid] > 0, gates[gid], mean[gid])
-                n_zero = min(int(round(float((1 - keep).sum()))), len(la) - 1)
-                z[torch.argsort(la, stable=True)[:n_zero]] = 0
+                z[expected_zeros(keep, la)] = 0
                 gates[gid] = z
         return gates
+
+
+def expected_zeros(keep: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Indices of a group's ``round(sum_j (1 - keep_j))`` lowest-``order`` channels (at most all but one).
+
+    Args:
+        keep: ``[size]`` probabilities that the channels stay; order: ``[size]`` scores, lowest closed first.
+    """
+    n = min(int(round(float((1 - keep.detach()).sum()))), len(keep) - 1)
+    return torch.argsort(order.detach(), stable=True)[:n]
 
 
 def _multiplier(width: int, slots: list[tuple[int, int, int]], gates: dict[int, torch.Tensor]) -> torch.Tensor:
@@ -116,8 +125,12 @@ def _multiplier(width: int, slots: list[tuple[int, int, int]], gates: dict[int, 
     return torch.cat(parts)
 
 
-def attach_gates(model: nn.Module, graph: DependencyGraph, gates: HardConcreteGates) -> list:
-    """Pre-hooks scaling every consumer's input by ``gates.current``; returns the handles (``.remove()`` them)."""
+def attach_gates(model: nn.Module, graph: DependencyGraph, gates: nn.Module) -> list:
+    """Pre-hooks scaling every consumer's input by ``gates.current``; returns the handles (``.remove()`` them).
+
+    ``gates`` is anything whose ``current`` is ``{gid: [size]}`` (:class:`HardConcreteGates`,
+    :class:`~.scp.SoftChannelMasks`), read at every forward.
+    """
     by_layer: dict[str, list[tuple[int, int, int]]] = {}
     for g in graph.groups:
         for s in g.consumers:
@@ -150,6 +163,50 @@ def closed_channels(gates: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
     return zeroed_channels(gates, 0.0)
 
 
+def train_with_gates(
+    model: nn.Module,
+    graph: DependencyGraph,
+    gates: nn.Module,
+    opt: torch.optim.Optimizer,
+    batches: Sequence[tuple[object, object]],
+    loss_fn: Callable[[object, object], torch.Tensor],
+    ratio: float,
+    strength: float,
+    steps: int,
+    seed: int = 0,
+) -> list[dict[str, float]]:
+    """The training loop of every gate law (L0 here, SCP's soft masks): ``model`` trained in place.
+
+    ``gates`` (``sample(generator)``, ``expected_keep()``, ``closed_fraction()`` and the ``current`` gates the
+    consumers' pre-hooks read) is drawn anew each step; the loss is ``task + strength * (E[keep] - (1 -
+    ratio))^2``; ``opt`` holds the weights and the gate parameters. The hooks are removed at the end.
+
+    Returns:
+        Per step ``{"loss", "penalty", "expected_keep", "closed"}``: task loss, sparsity penalty, expected
+        kept fraction, fraction of channels the final gates close.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    handles = attach_gates(model, graph, gates)
+    history = []
+    model.train()
+    try:
+        for inputs, target in itertools.islice(itertools.cycle(batches), steps):
+            gates.sample(gen)
+            task = loss_fn(model(*forward_args(inputs)), target)
+            keep = gates.expected_keep()
+            penalty = strength * (keep - (1 - ratio)) ** 2
+            opt.zero_grad(set_to_none=True)
+            (task + penalty).backward()
+            opt.step()
+            history.append({"loss": float(task.detach()), "penalty": float(penalty.detach()),
+                            "expected_keep": float(keep.detach()), "closed": gates.closed_fraction()})  # fmt: skip
+    finally:
+        for h in handles:
+            h.remove()
+        model.eval()
+    return history
+
+
 def train_l0(
     model: nn.Module,
     graph: DependencyGraph,
@@ -168,32 +225,12 @@ def train_l0(
     ratio))^2``, ``steps`` steps cycling ``batches``; the gates' hooks are removed at the end.
 
     Returns:
-        The gates, and per step ``{"loss", "expected_keep", "closed"}`` (task loss, expected kept fraction,
-        fraction of closed :meth:`~HardConcreteGates.final` gates).
+        The gates, and per step the record of :func:`train_with_gates`.
     """
     if not 0 <= ratio < 1 or strength < 0 or steps < 0:
         raise ValueError(f"need 0 <= ratio < 1, strength >= 0, steps >= 0; got {ratio!r}, {strength!r}, {steps!r}")
-    dev = next(model.parameters()).device
-    gates = HardConcreteGates(graph).to(dev)
-    gen = torch.Generator().manual_seed(seed)
+    gates = HardConcreteGates(graph).to(next(model.parameters()).device)
     opt = torch.optim.Adam([{"params": list(model.parameters()), "lr": lr},
                             {"params": list(gates.parameters()), "lr": gate_lr}])  # fmt: skip
-    handles = attach_gates(model, graph, gates)
-    history = []
-    model.train()
-    try:
-        for inputs, target in itertools.islice(itertools.cycle(batches), steps):
-            gates.sample(gen)
-            task = loss_fn(model(*forward_args(inputs)), target)
-            keep = gates.expected_keep()
-            loss = task + strength * (keep - (1 - ratio)) ** 2
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            history.append({"loss": float(task.detach()), "expected_keep": float(keep.detach()),
-                            "closed": gates.closed_fraction()})  # fmt: skip
-    finally:
-        for h in handles:
-            h.remove()
-        model.eval()
+    history = train_with_gates(model, graph, gates, opt, batches, loss_fn, ratio, strength, steps, seed)
     return gates, history

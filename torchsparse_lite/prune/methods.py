@@ -1,8 +1,9 @@
 """The pipeline stages of the training-based and regression-based channel methods.
 
 * :func:`configure_criterion`: the config's sample counts on the ``hessian`` / ``thinet`` criteria.
-* :func:`sparsify`: the ``group_lasso`` and ``l0`` phases, each training a copy of the network with its
-  penalty, then removing the channels it zeroed (checked: the pruned network equals the trained one).
+* :func:`sparsify`: the ``group_lasso``, ``l0``, ``admm`` and ``scp`` phases, each training a copy of the
+  network with its penalty, gates, constraint or masks, then removing the channels it zeroed (checked: the
+  pruned network equals the trained one: gates and masks folded, ADMM's weights projected).
 * :func:`reconstruct_phase`: the least-squares refit of the layers that lost input channels.
 
 Each stage fills its part of the pipeline's report.
@@ -15,12 +16,14 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from .admm import hard_prune, nm_holds, train_admm
 from .config import PruneConfig
 from .graph import DependencyGraph, build_dependency_graph
 from .group_lasso import channel_norms, train_group_lasso, zeroed_channels
 from .hessian import HessianOBD
 from .l0 import closed_channels, fold_gates, train_l0
 from .reconstruct import reconstruct_consumers
+from .scp import train_scp
 from .surgery import PruneResult, copy_model, prune_groups
 from .task import Batch, segmentation_loss
 from .thinet import ThiNet
@@ -90,16 +93,51 @@ def _l0(model: nn.Module, cfg: PruneConfig, train: Sequence[Batch], x: object, e
     return pruned, rec
 
 
+def _admm(model: nn.Module, cfg: PruneConfig, train: Sequence[Batch], x: object, evaluate: Evaluate) -> tuple:
+    """ADMM training of a copy toward the channel (and N:M) set, then projection onto it and removal."""
+    opts = cfg.admm
+    nm = (opts["nm"]["n"], opts["nm"]["m"]) if opts["nm"] else None
+    model = copy_model(model)
+    graph = build_dependency_graph(model, x, cfg.ignore)
+    hist = train_admm(model, graph, train, segmentation_loss, opts["ratio"], opts["rho"], opts["steps"], opts["lr"],
+                      opts["admm_every"], opts["rho_growth"], nm)  # fmt: skip
+    rec = {"history": _every_20th(hist), "target_ratio": opts["ratio"], "after_training": {"metric": evaluate(model)}}
+    remove = hard_prune(model, graph, opts["ratio"], nm)
+    pruned = prune_groups(model, graph, remove).model
+    rec["after_projection"] = {"metric": evaluate(model)}
+    rec.update(_removal_record(graph, remove, model, pruned, x))
+    if nm is not None:
+        rec["nm_pattern_holds"] = nm_holds(pruned, nm)
+    return pruned, rec
+
+
+def _scp(model: nn.Module, cfg: PruneConfig, train: Sequence[Batch], x: object, evaluate: Evaluate) -> tuple:
+    """Soft-mask training of a copy, the final 0 / 1 masks folded, closed channels removed."""
+    opts = cfg.scp
+    model = copy_model(model)
+    graph = build_dependency_graph(model, x, cfg.ignore)
+    masks, hist = train_scp(model, graph, train, segmentation_loss, opts["ratio"], opts["strength"], opts["steps"],
+                            cfg.lr, opts["lr"], opts["temperature"])  # fmt: skip
+    final = masks.final()
+    fold_gates(model, graph, final)
+    remove = closed_channels(final)
+    pruned = prune_groups(model, graph, remove).model
+    rec = {"history": _every_20th(hist), "target_ratio": opts["ratio"],
+           "expected_keep": hist[-1]["expected_keep"], "after_training": {"metric": evaluate(model)}}  # fmt: skip
+    rec.update(_removal_record(graph, remove, model, pruned, x))
+    return pruned, rec
+
+
 def sparsify(model: nn.Module, cfg: PruneConfig, train: Sequence[Batch], x: object, evaluate: Evaluate,
              report: dict) -> nn.Module:  # fmt: skip
-    """The ``group_lasso`` then ``l0`` phases (those configured) on ``model``; returns the pruned network.
+    """The ``group_lasso``, ``l0``, ``admm`` then ``scp`` phases (those configured); returns the pruned network.
 
     Args:
         model: the network (not modified; each phase trains a copy).
         train: training batches; x: the example input traced for the graphs.
         evaluate: the held-out metric, recorded after each phase's training.
     """
-    for key, phase in (("group_lasso", _group_lasso), ("l0", _l0)):
+    for key, phase in (("group_lasso", _group_lasso), ("l0", _l0), ("admm", _admm), ("scp", _scp)):
         if getattr(cfg, key):
             model, report[key] = phase(model, cfg, train, x, evaluate)
     return model

@@ -1,7 +1,7 @@
 """The full pruning run behind the CLI and the benchmark: analyse, prune, fine-tune, measure, report.
 
 :func:`run_pipeline` runs these stages in order, each filling its part of the report:
-baseline (+ Network Slimming) -> residual blocks -> group-lasso / L0 phases -> sensitivity scan ->
+baseline (+ Network Slimming) -> residual blocks -> group-lasso / L0 / ADMM / SCP phases -> sensitivity scan ->
 channel pruning by schedule (+ least-squares reconstruction) -> kernel taps -> voxel drops -> N:M masks and
 fine-tuning -> measurement -> files.
 """
@@ -17,7 +17,7 @@ from torch import nn
 
 from ..train.checkpoint import load_checkpoint, save_checkpoint
 from .blocks import prune_blocks
-from .config import PruneConfig
+from .config import SEARCH_SCHEDULES, PruneConfig
 from .graph import DependencyGraph, build_dependency_graph
 from .importance import Importance, Scores, bn_l1_penalty, get_criterion
 from .masks import apply_nm_sparsity, is_nm_sparse, prunable_weights, remove_masks, sparsity
@@ -26,6 +26,7 @@ from .netadapt import netadapt_search
 from .permute import permute_for_nm
 from .report import compare_latency, model_summary, plot_report, write_json
 from .schedule import iterative_prune, plot_sensitivity, ratios_for_drop, sensitivity_analysis
+from .search import SEARCHES, run_latency
 from .structured import masked_model, prune_model
 from .surgery import channel_shapes, copy_model
 from .taps import prune_taps
@@ -112,7 +113,7 @@ def run_pipeline(
     if not val or not train:
         raise ValueError(f"train and val need at least one batch each, got {len(train)} and {len(val)}")
     run = PruneRun(cfg, train, val, num_classes, Path(out_dir), latency_inputs or {"val": val[0][0]}, progress,
-                   checkpoint_fields)
+                   checkpoint_fields)  # fmt: skip
     run.out_dir.mkdir(parents=True, exist_ok=True)
     model = copy_model(model).eval()
     report: dict = {"config": cfg.__dict__.copy()}
@@ -122,7 +123,7 @@ def run_pipeline(
     graph = build_dependency_graph(start, run.example, cfg.ignore)
     crit = configure_criterion(get_criterion(cfg.criterion), cfg)
     scores = _sensitivity(run, start, graph, crit, report)
-    pruned = _prune(run, start, graph, crit, scores, report) if cfg.ratio or cfg.schedule == "netadapt" else start
+    pruned = _prune(run, start, graph, crit, scores, report) if cfg.ratio or cfg.schedule in SEARCH_SCHEDULES else start
     pruned = _prune_taps(run, pruned, report)
     pruned = _prune_voxels(run, pruned, report)
     report["pruned_no_finetune"] = {"metric": run.evaluate(pruned)}
@@ -203,8 +204,10 @@ def _prune(
         return _prune_oneshot(run, model, graph, crit, scores, ratio, report)
     if run.cfg.schedule == "iterative":
         pruned = _prune_iterative(run, model, crit, ratio, report)
-    else:
+    elif run.cfg.schedule == "netadapt":
         pruned = _prune_netadapt(run, model, crit, report)
+    else:  # amc, autoslim (:mod:`.search`)
+        pruned = SEARCHES[run.cfg.schedule](run, model, crit, report)
     after = {g.name: g.size for g in build_dependency_graph(pruned, run.example, run.cfg.ignore).groups}
     report["kept_channels"] = {g.name: [g.size, after.get(g.name, g.size)] for g in graph.groups}
     return pruned
@@ -251,13 +254,8 @@ def _prune_iterative(run: PruneRun, model: nn.Module, crit: Importance, ratio: f
 def _prune_netadapt(run: PruneRun, model: nn.Module, crit: Importance, report: dict) -> nn.Module:
     """NetAdapt search down to ``netadapt_target`` of the measured CPU time on the first latency input."""
     cfg = run.cfg
-    lat_x = next(iter(run.latency_inputs.values()))
-
-    def latency(m: nn.Module) -> float:
-        return compare_latency({"m": m}, lat_x, cfg.latency_repeats)["m"]["median_cpu_ms"]
-
     pruned, report["netadapt"] = netadapt_search(
-        model, run.example, latency, run.evaluate, cfg.netadapt_target, step_fraction=cfg.netadapt_step,
+        model, run.example, run_latency(run), run.evaluate, cfg.netadapt_target, step_fraction=cfg.netadapt_step,
         criterion=crit, ignore=cfg.ignore, max_iters=cfg.netadapt_iters, progress=run.progress,
     )  # fmt: skip
     return pruned
