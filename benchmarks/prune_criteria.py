@@ -14,8 +14,9 @@ One command (CPU, one thread; about an hour at the default size, the base traine
    * the criteria of ``torchsparse_lite.prune`` (one-shot, global selection) and random selection
      (``--seeds`` seeds); ``+ls``: the least-squares refit of the layers that lost inputs;
    * training-based: group lasso, L0 gates, ADMM, SCP soft masks (``--phase-steps`` extra steps);
-   * searches at the MACs of the l1-pruned network at that ratio: NetAdapt, AMC (DDPG), AutoSlim
-     (one slimmable supernet trained once for every ratio);
+   * searches at the MACs of the l1-pruned network at that ratio, scoring candidates on ``--search-scans``
+     scans held out from both training and the reported validation: NetAdapt (MACs as its cost), AMC
+     (DDPG), AutoSlim (a slimmable supernet trained ``--phase-steps`` sandwich steps, then greedy slimming);
    * the l1-pruned architecture trained from scratch for the base's steps;
    * and, once, 2:4 N:M masks on every conv of the base (fine-tuned with the masks held).
 3. Writes ``criteria.json``, ``criteria.png`` (mIoU before / after per method), ``pareto.png`` (latency vs
@@ -75,6 +76,8 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--finetune-lr", type=float, default=1e-3)
     p.add_argument("--phase-steps", type=int, default=100, help="training steps of the training-based methods")
     p.add_argument("--search-episodes", type=int, default=40, help="AMC episodes (a tenth of them warm-up)")
+    p.add_argument("--search-scans", type=int, default=2, help="held-out scans the searches score candidates on")
+    p.add_argument("--slim-step", type=float, default=0.25, help="AutoSlim: fraction of a group per greedy step")
     p.add_argument("--seeds", type=int, default=3, help="seeds of the random baseline")
     p.add_argument("--importance-batches", type=int, default=4)
     p.add_argument("--latency-repeats", type=int, default=5)
@@ -83,6 +86,7 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     if args.smoke:
         args.ratios, args.train_scans, args.val_scans, args.round_steps, args.max_rounds = [0.5], 1, 1, 3, 1
         args.finetune_steps, args.phase_steps, args.seeds, args.cr, args.voxel_size = 2, 3, 1, 0.125, 0.6
+        args.search_scans, args.slim_step = 1, 0.5
         args.search_episodes, args.latency_repeats, args.latency_points = 3, 1, 2000
         args.methods = list(args.methods or SMOKE_METHODS)
         args.out = args.out or Path("runs/prune_criteria")
@@ -157,9 +161,11 @@ def load_data(args: argparse.Namespace) -> dict:
     kw = {"voxel_size": args.voxel_size, "max_points": args.max_points}
     train = segmentation_batches(args.train_scans, seed=0, **kw)
     val = segmentation_batches(args.val_scans, seed=1000, **kw)
+    search = segmentation_batches(args.search_scans, seed=3000, **kw)
     [(lat_x, _)] = segmentation_batches(1, seed=2000, voxel_size=args.voxel_size, max_points=args.latency_points)
     return {"train": train, "val": val, "classes": num_classes_of(kitti=False), "x": val[0][0],
-            "imp": train[: args.importance_batches], "latency_x": lat_x, "ignore": IGNORE}  # fmt: skip
+            "imp": train[: args.importance_batches], "latency_x": lat_x, "ignore": IGNORE,
+            "search": search}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -39,7 +39,7 @@ def plot_pareto(rows: list[dict], path: Path, title: str = "Pruning a converged 
     """Scatter of CPU latency ratio (maps included) vs held-out mIoU, the Pareto front joined by a line."""
     fig, ax = plt.subplots(figsize=(8, 5.5))
     families = sorted({_family(r["method"]) for r in rows})
-    colours = dict(zip(families, plt.cm.tab10.colors))
+    colours = {f: plt.cm.tab20(i % 20) for i, f in enumerate(families)}  # more families than tab10's colours
     for r in rows:
         ax.scatter(r["latency_ratio"], r["miou"], color=colours[_family(r["method"])], s=40, zorder=3)
         ax.annotate(r["method"], (r["latency_ratio"], r["miou"]), fontsize=7, xytext=(4, 3),
