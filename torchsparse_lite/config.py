@@ -57,8 +57,10 @@ class EngineConfig:
             padding ``k//2`` would give) or ``"minkowski"`` (unique ``c // s``).
         deterministic: when True, every path gives bit-identical results run
             after run (no atomics on the GPU).
-        chunk_rows: most map rows gathered at once per offset; bounds the
-            gather buffer to ``chunk_rows * C`` elements.
+        chunk_rows: most map rows gathered at once (per offset on CUDA's
+            PyTorch path, per block of output rows on the CPU's, where blocks
+            are also kept under 8 MiB a temporary); bounds the gather buffer
+            to ``chunk_rows * C`` elements.
         tf32: fp32 convs on the Triton path multiply on TF32 tensor cores
             (10 mantissa bits, ~1e-3 relative error, several times faster)
             instead of full-precision FMA. Off by default, and deliberately

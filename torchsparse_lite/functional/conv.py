@@ -115,7 +115,8 @@ def sparse_conv(
             reference and ignores it.
         deterministic: bit-identical results run after run on every backend
             (see :mod:`.plan` for what that replaces).
-        chunk_rows: most map rows gathered at once per offset (PyTorch path).
+        chunk_rows: most map rows gathered at once (PyTorch path; per offset,
+            or per block of output rows with the CPU's segment scatter).
         dataflow: Triton only; ``"atomic"`` or ``"output_stationary"``
             (None: output-stationary when deterministic, else atomic).
         tiles: Triton only; a ``kernels.TileConfig`` (None: per-precision defaults).

@@ -11,7 +11,10 @@ Determinism (``deterministic=True``) is decided here for every backend: a
 grouping tuner takes its fixed, timing-free choice; the Triton path runs the
 output-stationary dataflow (no atomics; its weight gradient never uses
 atomics) and refuses ``dataflow="atomic"``; the PyTorch path on CUDA scatters
-a group's offsets one at a time so no two updates of one row race.
+a group's offsets one at a time so no two updates of one row race. On the
+CPU the PyTorch path sums its GEMM outputs per output row with one
+``embedding_bag`` per block (``scatter="segment"``, sequential within a row,
+hence deterministic too).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config import BACKENDS, DATAFLOWS, resolve
-from ..grouping import ExecutionPlan, GroupingConfig, plan_groups
+from ..grouping import ExecutionPlan, GroupingConfig, default_scatter, plan_groups
 from ..kmap.kernel_map import KernelMap
 
 
@@ -99,6 +102,7 @@ def plan_execution(
                              settings.tf32, tiles)  # fmt: skip
     else:
         ordered = settings.deterministic and settings.device_type == "cuda"
-        plan = ExecutionPlan("torch", groups, settings.chunk_rows, settings.deterministic, ordered)
+        scatter = default_scatter(settings.device_type)
+        plan = ExecutionPlan("torch", groups, settings.chunk_rows, settings.deterministic, ordered, scatter=scatter)
     kmap.plans[key] = plan
     return plan

@@ -5,13 +5,14 @@
 """
 
 from .config import STRATEGIES, GroupingConfig, as_grouping
-from .execution import EXECUTORS, ExecutionPlan
+from .execution import EXECUTORS, SCATTERS, ExecutionPlan, default_scatter
 from .plan import Group, GroupPlan, WorkReport, plan_groups
 from .torch_exec import TorchConvFunction, group_indices, grouped_sparse_conv, scatter_offsets, torch_plan
 from .tuner import GroupingTuner, LayerSignature, layer_signature
 
 __all__ = [
     "EXECUTORS",
+    "SCATTERS",
     "STRATEGIES",
     "ExecutionPlan",
     "Group",
@@ -22,6 +23,7 @@ __all__ = [
     "TorchConvFunction",
     "WorkReport",
     "as_grouping",
+    "default_scatter",
     "group_indices",
     "grouped_sparse_conv",
     "layer_signature",

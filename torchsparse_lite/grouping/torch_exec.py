@@ -19,6 +19,12 @@ conv maps every row to itself and runs as a plain GEMM without gather. The
 backward pass reuses the same indices with ``src``/``dst`` swapped and the
 weight transposed. Group indices are built once per map and plan and kept in
 ``KernelMap.plans``.
+
+That is the ``scatter="index_add"`` pass. With ``scatter="segment"`` (the
+CPU default) :func:`run_groups` hands the pass to :mod:`.segments`, which
+runs the same GEMMs into one temporary per block of output rows and sums it
+per output row with ``embedding_bag`` instead of ``index_add_``; the weight
+gradient is the same for both.
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ import torch
 
 from ..kmap.kernel_map import KernelMap, MapPairs
 from .config import GroupingConfig, as_grouping
-from .execution import ExecutionPlan
+from .execution import ExecutionPlan, default_scatter
 from .plan import Group, GroupPlan, plan_groups
+from .segments import pair_slice, run_segments
 
 AnyMap = KernelMap | MapPairs  # the executors read pairs, counts and row counts only (the conv ops pass MapPairs)
 GroupIndex = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -62,15 +69,6 @@ def group_indices(kmap: AnyMap, plan: GroupPlan, group: Group) -> GroupIndex:
     src = torch.where(valid, torch.where(flip, b, a), 0)
     dst = torch.where(valid, torch.where(flip, a, b), 0)
     return src, dst, valid
-
-
-def _pair_slice(kmap: AnyMap, plan: GroupPlan, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input rows, output rows) of offset ``k``: a view of the map (mirrored offsets of a folded plan swapped)."""
-    if plan.folded and k > kmap.volume // 2:
-        start, end = kmap.bounds[kmap.volume - 1 - k]
-        return kmap.out_idx[start:end], kmap.in_idx[start:end]
-    start, end = kmap.bounds[k]
-    return kmap.in_idx[start:end], kmap.out_idx[start:end]
 
 
 def _batched(kmap: AnyMap, plan: GroupPlan) -> list[GroupIndex | None]:
@@ -116,6 +114,8 @@ def run_groups(x: torch.Tensor, weight: torch.Tensor, kmap: AnyMap, plan: Execut
         [n_out, Cout] (or [n_in, Cin]) in ``x.dtype``.
     """
     groups = plan.groups
+    if plan.scatter == "segment":
+        return run_segments(x, weight, kmap, groups, swap, plan.chunk_rows)
     n_rows = kmap.n_in if swap else kmap.n_out
     batched = _batched(kmap, groups)
     padded = any(b is not None for b in batched)
@@ -129,7 +129,7 @@ def run_groups(x: torch.Tensor, weight: torch.Tensor, kmap: AnyMap, plan: Execut
             out[:n_rows].addmm_(x, weight[groups.identity])
     for group, index in zip(groups.groups, batched):
         if index is None:
-            src, dst = _pair_slice(kmap, groups, group.offsets[0])
+            src, dst = pair_slice(kmap, groups, group.offsets[0])
             scatter_offsets(x, lambda g, k: g @ weight[k], *((dst, src) if swap else (src, dst)),
                             group.offsets[0], out, plan.chunk_rows)  # fmt: skip
         else:
@@ -151,7 +151,7 @@ def weight_grad_groups(
     for group, index in zip(groups.groups, _batched(kmap, groups)):
         if index is None:
             k = group.offsets[0]
-            src, dst = _pair_slice(kmap, groups, k)
+            src, dst = pair_slice(kmap, groups, k)
             for s in range(0, src.shape[0], plan.chunk_rows):
                 a = feats.index_select(0, src[s : s + plan.chunk_rows])
                 grad[k].addmm_(a.t(), grad_out.index_select(0, dst[s : s + plan.chunk_rows]))
@@ -195,9 +195,12 @@ class TorchConvFunction(torch.autograd.Function):
 def torch_plan(
     kmap: KernelMap, grouping: str | GroupingConfig = "separate", chunk_rows: int = 1 << 17
 ) -> ExecutionPlan:
-    """A PyTorch-path :class:`ExecutionPlan` of ``kmap`` for ``grouping`` (no engine config involved)."""
+    """A PyTorch-path :class:`ExecutionPlan` of ``kmap`` for ``grouping`` (no engine config involved).
+
+    The scatter is the default of the map's device (:func:`.execution.default_scatter`).
+    """
     groups = plan_groups(kmap.counts, as_grouping(grouping), kmap.identity_offset, kmap.symmetric)
-    return ExecutionPlan("torch", groups, chunk_rows)
+    return ExecutionPlan("torch", groups, chunk_rows, scatter=default_scatter(kmap.in_idx.device.type))
 
 
 def grouped_sparse_conv(

@@ -76,8 +76,8 @@ class KernelMap(_OffsetRuns):
             pairs swapped (submanifold conv with odd, centred kernel).
         in_shape, out_shape: spatial grid shapes when the conv is bounded.
         plans: what executors derive from this map and keep with it, by key:
-            execution plans and their launch data (group indices, Triton
-            descriptors, neighbour tables). A copy made by :meth:`to` or
+            execution plans and their launch data (group indices, segment
+            blocks, Triton descriptors, neighbour tables). A copy made by :meth:`to` or
             :meth:`transpose` starts empty.
     """
 

@@ -19,8 +19,10 @@ Inside, an op reads the per-offset counts (``counts.tolist()``), plans the
 groups from them and runs the same executor as eager
 (:func:`~torchsparse_lite.grouping.torch_exec.run_groups`,
 ``kernels.conv.run_pass``) on a :class:`~torchsparse_lite.kmap.kernel_map.MapPairs`
-view: results are those of the eager path with the same settings. What
-eager caches per map (group indices, Triton descriptors) is rebuilt per call.
+view: results are those of the eager path with the same settings (the
+PyTorch op takes the segment scatter on CPU tensors, as eager plans do). What
+eager caches per map (group indices, segment blocks, Triton descriptors) is
+rebuilt per call.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import torch
 from torch import Tensor
 
 from ..grouping.config import GroupingConfig
-from ..grouping.execution import ExecutionPlan
+from ..grouping.execution import ExecutionPlan, default_scatter
 from ..grouping.plan import plan_groups
 from ..grouping.torch_exec import run_groups, weight_grad_groups
 from ..kmap.kernel_map import MapPairs
@@ -71,7 +73,8 @@ def conv_torch(x: Tensor, weight: Tensor, in_idx: Tensor, out_idx: Tensor, count
     """The PyTorch path's pass over the map (see the module doc): [n_src, Cin] -> [n_rows, Cout]."""
     pairs = runtime_pairs(x.shape[0], in_idx, out_idx, counts, n_rows, identity, symmetric, swap)
     groups = planned_groups(pairs, strategy, group_size, epsilon, threshold, fold)
-    return run_groups(x, weight, pairs, ExecutionPlan("torch", groups, chunk_rows, False, ordered), swap)
+    plan = ExecutionPlan("torch", groups, chunk_rows, False, ordered, scatter=default_scatter(x.device.type))
+    return run_groups(x, weight, pairs, plan, swap)
 
 
 @torch.library.custom_op("torchsparse_lite::conv_torch_weight_grad", mutates_args=())
