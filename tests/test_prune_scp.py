@@ -25,7 +25,7 @@ from torchsparse_lite.prune import (
     train_scp,
 )
 from torchsparse_lite.prune.config import PruneConfig
-from torchsparse_lite.prune.task import segmentation_batches, segmentation_loss
+from torchsparse_lite.prune.task import num_classes_of, segmentation_batches, segmentation_loss
 from torchsparse_lite.train.checkpoint import load_model
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}
@@ -115,6 +115,21 @@ def test_masks_are_relaxed_bernoulli_draws_differentiable_in_the_bn_parameters()
         assert set(closed.tolist()) == set(expected_zeros(k, k).tolist())
         assert bool(((final[gid] == 0) | (final[gid] == 1)).all())  # and the others open
     assert masks.closed_fraction() == sum(int((z == 0).sum()) for z in final.values()) / masks.total
+
+
+def test_vanishing_bn_gammas_keep_the_masks_finite() -> None:
+    """A converged net has BN gammas near 0 (beta / |gamma| huge): the law saturates instead of going NaN."""
+    torch.manual_seed(0)
+    model = MinkUNet(4, num_classes_of(kitti=False), cr=0.125)
+    with torch.no_grad():
+        for i, bn in enumerate(m for m in model.modules() if isinstance(m, nn.BatchNorm1d)):
+            bn.weight[: 1 + i % 3] = 1e-9 * (-1) ** i
+            bn.bias.uniform_(-2, 2)
+    batches = segmentation_batches(2, seed=0, voxel_size=0.6, max_points=1500)
+    graph = build_dependency_graph(model.eval(), batches[0][0])
+    masks, hist = train_scp(model, graph, batches, segmentation_loss, 0.3, 10.0, 20, 1e-3, 0.05)
+    assert all(math.isfinite(h["expected_keep"]) for h in hist)
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
 @pytest.mark.parametrize("net", list(NETS))

@@ -47,6 +47,9 @@ def _bn_law(model: nn.Module, group: ChannelGroup) -> list[tuple[nn.Parameter, n
     return [(n.weight, n.bias, s.offset) for n, s in zip(norms, group.norms)]
 
 
+Z_MAX = 12.0  # Phi(-12) ~ 2e-33: a channel this far is on (or off) for good
+
+
 class SoftChannelMasks(nn.Module):
     """A soft mask per channel of every group of ``graph``; ``current`` holds the masks in use.
 
@@ -77,8 +80,10 @@ class SoftChannelMasks(nn.Module):
         if not self.law[gid]:
             return self.logits[str(gid)]
         size = self.sizes[gid]
-        log_off = sum(torch.special.log_ndtr(-beta[off : off + size] / gamma[off : off + size].abs().clamp_min(1e-6))
-                      for gamma, beta, off in self.law[gid])  # fmt: skip
+        # z = beta / |gamma| bounded to [-Z_MAX, Z_MAX]: a converged net has BN gammas near 0, where the raw
+        # ratio (and log_ndtr's gradient) overflows to NaN; Phi is saturated beyond the bound anyway
+        log_off = sum(torch.special.log_ndtr(-(beta[off : off + size] / gamma[off : off + size].abs().clamp_min(1e-6))
+                                             .clamp(-Z_MAX, Z_MAX)) for gamma, beta, off in self.law[gid])  # fmt: skip
         return (-torch.expm1(log_off)).clamp_min(1e-30).log() - log_off
 
     def keep_probability(self) -> list[torch.Tensor]:
