@@ -145,10 +145,10 @@ def _autoslim(base, ratio: float, data: dict, args) -> Pruned:
 
 
 def _netadapt(base, ratio: float, data: dict, args) -> Pruned:
-    """NetAdapt with MACs as its cost, down to the MAC budget (a quarter of one group per step)."""
+    """NetAdapt with MACs as its cost, down to the MAC budget (half of one group per step)."""
     x = fresh_input(data["x"])
     model, _ = netadapt_search(base, data["x"], lambda m: float(count_macs(m, fresh_input(x))), _search_metric(data),
-                               mac_budget(base, ratio, data), step_fraction=0.25, ignore=data["ignore"],
+                               mac_budget(base, ratio, data), step_fraction=0.5, ignore=data["ignore"],
                                max_iters=1000, progress=False)  # fmt: skip
     return Pruned(model)
 
