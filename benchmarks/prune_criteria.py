@@ -60,6 +60,7 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true", help="tiny data, one ratio, a few methods")
     p.add_argument("--out", type=Path, default=None, help=f"results folder (default {OUT})")
     p.add_argument("--retrain", action="store_true", help="train the base even if OUT/base.pt exists")
+    p.add_argument("--report", action="store_true", help="redraw the plots and table from OUT/criteria.json only")
     p.add_argument("--methods", nargs="*", default=None, help=f"subset of {list(METHODS)}")
     p.add_argument("--ratios", type=float, nargs="+", default=[0.3, 0.5, 0.7])
     p.add_argument("--cr", type=float, default=0.25)
@@ -171,6 +172,8 @@ def load_data(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     args = arguments(argv)
+    if args.report:
+        return report(json.loads((args.out / "criteria.json").read_text()), args.out)
     torch.set_num_threads(1)
     data = load_data(args)
     base, info = base_model(args, data)
@@ -190,12 +193,19 @@ def main(argv: list[str] | None = None) -> dict:
         tqdm.write(f"{ratio:.2f} {name:<12} before fine-tune {r['miou_before_finetune']:5.1f}  after {r['miou']:5.1f}"
                    f"  latency x{r['latency_ratio']:.2f}")  # fmt: skip
         (args.out / "criteria.json").write_text(json.dumps(result, indent=1))  # after every row: resumable
-    plot_criteria(result, args.out / "criteria.png")
+    return report(result, args.out)
+
+
+def report(result: dict, out: Path) -> dict:
+    """``criteria.png``, one ``pareto_<ratio>.png`` per channel ratio and ``table.md`` from ``result``."""
+    rows = result["rows"]
+    plot_criteria(result, out / "criteria.png")
     for ratio in sorted({r["ratio"] for r in rows} - {0.0}):
-        at = [base_row] + [r for r in rows if r["ratio"] in (ratio, 0.0)]
-        plot_pareto(at, args.out / f"pareto_{round(ratio * 100)}.png",
+        controls = [{**r, "method": f"{r['method']} (all channels)"} for r in rows if r["ratio"] == 0.0]
+        at = [result["base"], *controls, *(r for r in rows if r["ratio"] == ratio)]
+        plot_pareto(at, out / f"pareto_{round(ratio * 100)}.png",
                     title=f"{ratio:.0%} of the channels: CPU latency vs mIoU after the same fine-tune")  # fmt: skip
-    write_criteria_table(result, args.out / "table.md")
+    write_criteria_table(result, out / "table.md")
     return result
 
 

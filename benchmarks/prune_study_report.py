@@ -37,7 +37,7 @@ def _family(method: str) -> str:
 
 def plot_pareto(rows: list[dict], path: Path, title: str = "Pruning a converged MinkUNet: latency vs accuracy") -> Path:
     """Scatter of CPU latency ratio (maps included) vs held-out mIoU, the Pareto front joined by a line."""
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig, ax = plt.subplots(figsize=(9.5, 5.5))
     families = sorted({_family(r["method"]) for r in rows})
     colours = {f: plt.cm.tab20(i % 20) for i, f in enumerate(families)}  # more families than tab10's colours
     for r in rows:
@@ -56,7 +56,7 @@ def plot_pareto(rows: list[dict], path: Path, title: str = "Pruning a converged 
     ax.set_ylabel("held-out mIoU (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: never over a point
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)

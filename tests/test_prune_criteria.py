@@ -41,6 +41,10 @@ def test_smoke_comparison_writes_rows_plots_and_table(tmp_path) -> None:
     assert (tmp_path / "base.pt").is_file()  # trained once, reused by the next run
     again = bench.main(["--smoke", "--out", str(tmp_path), "--methods", "l1"])
     assert again["base"]["miou"] == out["base"]["miou"] and again["base_training"] == out["base_training"]
+    assert {r["method"] for r in again["rows"]} == set(rows)  # l1 redone, the other rows kept
+    (tmp_path / "table.md").unlink()
+    redrawn = bench.main(["--out", str(tmp_path), "--report"])  # from criteria.json alone, no training
+    assert redrawn["rows"] == again["rows"] and (tmp_path / "table.md").is_file()
 
 
 def test_nm_masks_hold_through_the_fine_tune_and_are_baked() -> None:
