@@ -76,6 +76,18 @@ def _group_lasso(model: nn.Module, cfg: PruneConfig, train: Sequence[Batch], x: 
     return pruned, rec
 
 
+def _fold_and_remove(model: nn.Module, graph: DependencyGraph, final: dict[int, torch.Tensor], hist: list[dict],
+                     ratio: float, x: object, evaluate: Evaluate) -> tuple:  # fmt: skip
+    """The end of a gated phase (L0, SCP): final gates folded into the weights, the closed channels removed."""
+    fold_gates(model, graph, final)
+    remove = closed_channels(final)
+    pruned = prune_groups(model, graph, remove).model
+    rec = {"history": _every_20th(hist), "target_ratio": ratio,
+           "expected_keep": hist[-1]["expected_keep"], "after_training": {"metric": evaluate(model)}}  # fmt: skip
+    rec.update(_removal_record(graph, remove, model, pruned, x))
+    return pruned, rec
+
+
 def _l0(model: nn.Module, cfg: PruneConfig, train: Sequence[Batch], x: object, evaluate: Evaluate) -> tuple:
     """Hard-concrete gate training of a copy, gates folded, closed channels removed."""
     opts = cfg.l0
@@ -83,14 +95,7 @@ def _l0(model: nn.Module, cfg: PruneConfig, train: Sequence[Batch], x: object, e
     graph = build_dependency_graph(model, x, cfg.ignore)
     gates, hist = train_l0(model, graph, train, segmentation_loss, opts["ratio"], opts["strength"], opts["steps"],
                            cfg.lr, opts["lr"])  # fmt: skip
-    final = gates.final()
-    fold_gates(model, graph, final)
-    remove = closed_channels(final)
-    pruned = prune_groups(model, graph, remove).model
-    rec = {"history": _every_20th(hist), "target_ratio": opts["ratio"],
-           "expected_keep": hist[-1]["expected_keep"], "after_training": {"metric": evaluate(model)}}  # fmt: skip
-    rec.update(_removal_record(graph, remove, model, pruned, x))
-    return pruned, rec
+    return _fold_and_remove(model, graph, gates.final(), hist, opts["ratio"], x, evaluate)
 
 
 def _admm(model: nn.Module, cfg: PruneConfig, train: Sequence[Batch], x: object, evaluate: Evaluate) -> tuple:
@@ -118,14 +123,7 @@ def _scp(model: nn.Module, cfg: PruneConfig, train: Sequence[Batch], x: object, 
     graph = build_dependency_graph(model, x, cfg.ignore)
     masks, hist = train_scp(model, graph, train, segmentation_loss, opts["ratio"], opts["strength"], opts["steps"],
                             cfg.lr, opts["lr"], opts["temperature"])  # fmt: skip
-    final = masks.final()
-    fold_gates(model, graph, final)
-    remove = closed_channels(final)
-    pruned = prune_groups(model, graph, remove).model
-    rec = {"history": _every_20th(hist), "target_ratio": opts["ratio"],
-           "expected_keep": hist[-1]["expected_keep"], "after_training": {"metric": evaluate(model)}}  # fmt: skip
-    rec.update(_removal_record(graph, remove, model, pruned, x))
-    return pruned, rec
+    return _fold_and_remove(model, graph, masks.final(), hist, opts["ratio"], x, evaluate)
 
 
 def sparsify(model: nn.Module, cfg: PruneConfig, train: Sequence[Batch], x: object, evaluate: Evaluate,
