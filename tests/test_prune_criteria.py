@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -13,18 +12,11 @@ from torchsparse_lite.prune.task import finetune
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+import prune_criteria as bench  # noqa: E402
 from prune_criteria_methods import prune_by  # noqa: E402
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("prune_criteria", ROOT / "benchmarks" / "prune_criteria.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
-
-
 def test_smoke_comparison_writes_rows_plots_and_table(tmp_path) -> None:
-    bench = _bench()
     out = bench.main(["--smoke", "--out", str(tmp_path)])
     rows = {r["method"]: r for r in out["rows"]}
     assert set(rows) == set(bench.SMOKE_METHODS)
@@ -48,7 +40,6 @@ def test_smoke_comparison_writes_rows_plots_and_table(tmp_path) -> None:
 
 
 def test_nm_masks_hold_through_the_fine_tune_and_are_baked() -> None:
-    bench = _bench()
     args = bench.arguments(["--smoke"])
     data = bench.load_data(args)
     out = prune_by("nm-2:4", MinkUNet(4, data["classes"], cr=0.125), 0.0, data, args)
