@@ -31,9 +31,10 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")  # the thread pool may grow to 2; each phase sets its count
-# Spinning OpenMP workers on a 2-core VM that runs anything else turn a 35 ms map build into 700 ms at
-# 2 threads (measured 2026-12-01); passive waiting keeps it at ~32 ms. Both libraries share the policy.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP's wait policy is left as users get it (libgomp spins a while after each parallel region). With
+# OMP_WAIT_POLICY=PASSIVE every region pays a futex wake-up, and on this 2-core VM our 2-thread conv came
+# out slower than 1 thread (2026-12-02); spinning workers, though, turn a 35 ms map build into 700 ms at
+# 2 threads when anything else runs (2026-12-01): run it on a quiet machine, or set PASSIVE for both.
 # the real scans: $TORCHSPARSE_LITE_DATA, else ../shared/data beside the repository
 os.environ.setdefault("TORCHSPARSE_LITE_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 

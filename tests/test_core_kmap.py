@@ -17,6 +17,8 @@ from reference import random_coords
 
 from torchsparse_lite.functional.conv import SparseConvFunction
 from torchsparse_lite.kmap import KernelMap, build_kernel_map, kernel_offsets, pack, triple
+from torchsparse_lite.kmap.geometry import ConvGeometry
+from torchsparse_lite.kmap.kernel_map import build_map
 
 KERNELS = [1, 2, 3, (1, 3, 3), (3, 2, 1)]
 MODES = [("submanifold", "spconv"), ("conv", "spconv"), ("conv", "minkowski"), ("transposed", "spconv")]
@@ -218,3 +220,15 @@ def test_gradcheck_float64(name: str, chunk_rows: int) -> None:
         atol=1e-6,
         fast_mode=fast,
     )
+
+
+def test_submanifold_map_onto_other_coords_is_refused() -> None:
+    """A submanifold map's outputs are its inputs: other output coordinates get a ValueError, not a wrong map."""
+    coords = random_coords(300, 8, generator=torch.Generator().manual_seed(3))
+    perm = torch.randperm(coords.shape[0], generator=torch.Generator().manual_seed(0))
+    for given_coords in (coords, coords[perm]):  # in key order and shuffled (the sort builder's two paths)
+        for builder in ("sort", "hash"):
+            with pytest.raises(ValueError, match="submanifold map's outputs are its inputs"):
+                build_map(given_coords, ConvGeometry((3, 3, 3)), out_coords=given_coords[::3], builder=builder)
+            same = build_map(given_coords, ConvGeometry((3, 3, 3)), out_coords=given_coords.clone(), builder=builder)
+            assert_maps_identical(same, build_kernel_map(given_coords, 3, builder=builder))

@@ -30,17 +30,18 @@ pass with several blocks concatenates the blocks' sums; the padded cells of
 a grouped plan are summed into nothing and stretch a block past its budget
 by the plan's redundancy.
 
-Workspace: a block's gathered rows and GEMM outputs go into a
-:class:`Workspace` kept with the map (``KernelMap.plans``), so a map reused
-call after call (a network's layers on one map, a model on fixed
-coordinates) writes into pages that stay mapped. Fresh temporaries of the
+Workspace: a block's gathered rows and GEMM outputs go into the calling
+thread's :class:`Workspace`, so every pass (every layer, every map, call
+after call) writes into pages that stay mapped. Fresh temporaries of the
 same size come from glibc's heap and usually re-use mapped pages, but
 whether they do depends on the heap's history: after map building and a
 large float64 temporary they faulted again on most calls (about 700 / 3,700
 page faults a call at 32 / 64 channels, the pass 14% / 17% slower than with
-the workspace); in ``benchmarks/conv_variants.py``'s runs the two are within
-5%. The pass returns ``embedding_bag``'s fresh output; nothing it returns
-is a view of the workspace.
+the workspace). A workspace kept per map (as before 2026-12-02) paid those
+faults again on every new map: the first conv on a new SemanticKITTI map
+took 2,500-11,000 page faults and 1.5-2.5x its cached time. The pass
+returns ``embedding_bag``'s fresh output; nothing it returns is a view of
+the workspace.
 
 The block layout (gather indices, bag order, per-group spans) is built once
 per map, plan, direction and block size and kept in ``KernelMap.plans``.
@@ -75,13 +76,14 @@ def pair_slice(kmap: KernelMap | MapPairs, plan: GroupPlan, k: int) -> tuple[tor
 
 
 class Workspace:
-    """Scratch tensors of the segment pass that outlive it, by thread, name, dtype and device.
+    """Scratch tensors of the segment pass that outlive it, by name, dtype and device; one per thread.
 
     A buffer grows to the largest request and is never shrunk (at most
-    :data:`BLOCK_BYTES` per buffer, past one-row blocks). Each thread takes
-    its own buffers, so concurrent passes over one map never share one; a
-    pass must not return a view of them (see :func:`run_segments`). Plain
-    tensors in a dict: a map holding a workspace still deep-copies.
+    :data:`BLOCK_BYTES` per buffer, past one-row blocks), so a thread holds at
+    most two such buffers per dtype and device. Each thread has its own
+    (:func:`workspace`), so concurrent passes never share one, and a thread's
+    buffers go with it; a pass must not return a view of them (see
+    :func:`run_segments`).
     """
 
     def __init__(self) -> None:
@@ -89,7 +91,7 @@ class Workspace:
 
     def take(self, name: str, rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
         """A [rows, cols] view of buffer ``name`` with ``like``'s dtype and device (contents undefined)."""
-        key = (threading.get_ident(), name, like.dtype, like.device)
+        key = (name, like.dtype, like.device)
         buf = self._buffers.get(key)
         if buf is None or buf.numel() < rows * cols:
             buf = self._buffers[key] = like.new_empty(rows * cols)
@@ -99,11 +101,14 @@ class Workspace:
         return sum(b.numel() * b.element_size() for b in self._buffers.values())
 
 
-def workspace_of(kmap: KernelMap | MapPairs) -> Workspace:
-    """The map's :class:`Workspace` (created on first use, kept in ``kmap.plans``)."""
-    ws = kmap.plans.get(("torch-workspace",))
+_per_thread = threading.local()
+
+
+def workspace() -> Workspace:
+    """The calling thread's :class:`Workspace` (created on first use)."""
+    ws = getattr(_per_thread, "workspace", None)
     if ws is None:
-        ws = kmap.plans[("torch-workspace",)] = Workspace()
+        ws = _per_thread.workspace = Workspace()
     return ws
 
 
@@ -293,7 +298,7 @@ def run_segments(x: torch.Tensor, weight: torch.Tensor, kmap: KernelMap | MapPai
     """
     cin, cout = weight.shape[1], weight.shape[2]
     blocks = segment_blocks(kmap, groups, swap, block_cells(cin, cout, x.dtype, chunk_rows))
-    ws = workspace_of(kmap)
+    ws = workspace()
     outs = []
     with torch.no_grad():
         for blk in blocks:

@@ -42,31 +42,44 @@ def plan_columns(shifts: torch.Tensor, taps: list[int]) -> list[tuple[int, int, 
     return plan
 
 
-def column_hits(
-    sorted_keys: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor, dz_span: list[int], slack: int = 0
-) -> list[torch.Tensor]:
-    """For each ``dz - dz_min`` in ``dz_span``: the sorted position of key ``targets + that`` or -1.
+def column_matches(
+    padded_keys: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor, dz_span: list[int], slack: int = 0
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """For each ``rel`` in ``dz_span``: ``(query rows, sorted positions)`` of the stored keys ``targets + rel``.
 
     Args:
-        sorted_keys: [S] int64 sorted unique keys.
-        positions: [M] lower-bound positions of ``targets`` in ``sorted_keys``
+        padded_keys: [S + W] int64 sorted unique keys followed by at least
+            ``W = max(dz_span) + 1 + slack`` slots no query can equal (see
+            :meth:`~torchsparse_lite.kmap.index.SortIndex.padded_keys`).
+        positions: [M] lower-bound positions of ``targets`` in the sorted keys
             (in ``[0, S]``, or up to ``slack`` slots before them).
         targets: [M] int64 query keys of the column's lowest tap.
         dz_span: per tap of the column, its distance (>= 0) from the lowest tap.
         slack: how many slots ``positions`` may lie before the true lower bounds.
+
+    Returns:
+        Per tap, the hits in query order: rows into ``targets`` and the
+        positions of their keys in the sorted keys.
     """
     width = max(dz_span) + 1 + slack
-    # Slots past the end hold no key: pad with a value no query has.
-    padded = torch.cat([sorted_keys, sorted_keys.new_full((width,), -(1 << 62))])
-    slots = [positions + j for j in range(width)]
-    window = [padded[s] for s in slots]
+    # ``gaps[j][m]``: how far the j-th stored key from query m's lower bound
+    # lies above its lowest tap. Keys are unique and sorted, so along the
+    # window the gaps strictly increase and ``rel`` can only sit in one of the
+    # first ``rel + 1 + slack`` slots (each stored key of the window before it
+    # pushes it one slot further), and in at most one. ``index_select`` on 1-D tensors: the
+    # advanced-indexing gather of a 2-D window costs 3x more on the CPU.
+    gaps = [padded_keys.index_select(0, positions + j if j else positions) - targets for j in range(width)]
     out = []
     for rel in dz_span:
-        want = targets + rel
-        found = torch.full_like(positions, -1)
-        # The key sits at most ``rel`` slots after the lower bound: each
-        # stored key of the window before it pushes it one slot further.
-        for j in range(rel + 1 + slack):
-            found = torch.where(window[j] == want, slots[j], found)
-        out.append(found)
+        last = rel + slack
+        hit = gaps[0] == rel
+        for j in range(1, last + 1):
+            hit |= gaps[j] == rel
+        rows = torch.nonzero(hit).squeeze(1)
+        found = positions.index_select(0, rows)
+        # The one slot whose gap is ``rel`` (the padding past the end breaks
+        # the increase, so the slot is matched, not counted).
+        for j in range(1, last + 1):
+            found += (gaps[j].index_select(0, rows) == rel) * j
+        out.append((rows, found))
     return out

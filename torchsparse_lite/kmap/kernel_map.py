@@ -197,6 +197,12 @@ def build_map(
         out_coords = check_coords(out_coords, "out_coords")
         if out_coords.device != in_coords.device:
             raise ValueError(f"out_coords is on {out_coords.device} but in_coords on {in_coords.device}")
+        if geometry.mode == "submanifold" and not (out_coords.shape == in_coords.shape
+                                                   and torch.equal(out_coords, in_coords)):  # fmt: skip
+            raise ValueError(
+                "out_coords: a submanifold map's outputs are its inputs, row for row; to map onto other "
+                "coordinates use mode='conv' with stride 1 (and the same kernel and padding)"
+            )
     offsets = geometry.offsets(in_coords.device)
     if out_coords is None:
         out_coords = output_coords(in_coords, geometry, offsets)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .columns import column_hits, plan_columns
+from .columns import column_matches, plan_columns
 from .geometry import ConvGeometry
 from .index import SortIndex, make_index
 from .keys import COORD_BITS, MAX_COORD, pack
@@ -68,6 +68,14 @@ class _Queries:
     hi_in: list[int]
 
 
+def _axis_range(coords: torch.Tensor) -> tuple[list[int], list[int]]:
+    """Per-axis (min, max) of the x, y, z columns of [N, 4] ``coords`` (zeros when empty), in one pass."""
+    if not coords.shape[0]:
+        return [0, 0, 0], [0, 0, 0]
+    lo, hi = torch.aminmax(coords[:, 1:], dim=0)
+    return lo.tolist(), hi.tolist()
+
+
 def _queries(
     in_coords: torch.Tensor, out_coords: torch.Tensor, geom: ConvGeometry, offsets: torch.Tensor, index: object
 ) -> _Queries:
@@ -82,21 +90,26 @@ def _queries(
         if any(v > 1 for v in geom.stride):
             residue = o[:, 1:] % s
         shifts = -torch.div(offsets, s, rounding_mode="floor")
-    else:
+    elif any(v > 1 for v in geom.stride):
         base = torch.cat([o[:, :1], o[:, 1:] * s], dim=1)
         shifts = offsets
+    else:
+        base, shifts = o, offsets
     n_out = base.shape[0]
-    base_keys = pack(base) if n_out else torch.empty(0, dtype=torch.int64, device=device)
+    # A submanifold map's outputs are its inputs (build_map refuses others).
+    self_queries = geom.mode == "submanifold" and type(index) is SortIndex
     row_of = None
-    if geom.mode == "submanifold" and type(index) is SortIndex and not index.in_key_order:
+    if self_queries:
         # Outputs are the inputs, whose keys the index holds sorted: querying
         # in key order makes every binary search walk the table sequentially
         # (cache-friendly) instead of jumping around it.
-        row_of, base_keys, base = index.order, index.sorted_keys, base[index.order]
-    lo = base[:, 1:].amin(0).tolist() if n_out else [0, 0, 0]
-    hi = base[:, 1:].amax(0).tolist() if n_out else [0, 0, 0]
-    hi_in = in_coords[:, 1:].amax(0).tolist() if in_coords.shape[0] else [0, 0, 0]
-    self_queries = geom.mode == "submanifold" and type(index) is SortIndex
+        base_keys = index.sorted_keys
+        if not index.in_key_order:
+            row_of, base = index.order, base[index.order]
+    else:
+        base_keys = pack(base) if n_out else torch.empty(0, dtype=torch.int64, device=device)
+    lo, hi = _axis_range(base)
+    hi_in = hi if self_queries else _axis_range(in_coords)[1]
     return _Queries(base, base_keys, shifts, residue, row_of, self_queries, lo, hi, hi_in)
 
 
@@ -136,7 +149,7 @@ def _searched_taps(geom: ConvGeometry, offsets: torch.Tensor) -> tuple[list[int]
 
 def _rows(q: _Queries, index: SortIndex, qpos: torch.Tensor, spos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(input rows, output rows) of the hits at query positions ``qpos`` / sorted positions ``spos``."""
-    found = index.order[spos]
+    found = spos if index.in_key_order else index.order[spos]  # rows in key order are their own ranks
     if q.row_of is None:
         return found, qpos
     out_rows, by_row = torch.sort(q.row_of[qpos])
@@ -146,25 +159,27 @@ def _rows(q: _Queries, index: SortIndex, qpos: torch.Tensor, spos: torch.Tensor)
 def _column_pairs(q: _Queries, index: SortIndex, plan: list, ins: list, outs: list) -> None:
     """Fill ``ins``/``outs`` for every tap of ``plan`` with one search per kernel column."""
     n = q.base_keys.shape[0]
+    columns = []  # (members, targets, positions or None, slack)
     for dx, dy, members in plan:
-        dz_min = members[0][1]
-        targets = q.base_keys + _packed_shift(torch.tensor([dx, dy, dz_min]))
-        slack = 0
+        targets = q.base_keys + _packed_shift(torch.tensor([dx, dy, members[0][1]]))
         if q.self_queries and dx == 0 and dy == 0 and members[-1][1] < 0:
             # Queries are the sorted keys themselves: keys below key i sit
             # below slot i, so no search is needed on the centre column.
-            slack = -dz_min
-            positions = (torch.arange(n, device=targets.device) + dz_min).clamp_(min=0)
+            slack = -members[0][1]
+            columns.append((members, targets, (torch.arange(n, device=targets.device) - slack).clamp_(min=0), slack))
         else:
-            positions = index.lower_bound(targets)
-        found = column_hits(index.sorted_keys, positions, targets, [dz - dz_min for _, dz in members], slack)
-        for (k, _), spos in zip(members, found):
-            ok = spos >= 0
+            columns.append((members, targets, None, 0))
+    searched = iter(index.lower_bounds([t for _, t, p, _ in columns if p is None]))  # all searches at once
+    for members, targets, positions, slack in columns:
+        positions = next(searched) if positions is None else positions
+        span = [dz - members[0][1] for _, dz in members]
+        found = column_matches(index.padded_keys(max(span) + 1 + slack), positions, targets, span, slack)
+        for (k, _), (qpos, spos) in zip(members, found):
             mask = _in_range_mask(q.base[:, 1:], q.lo, q.hi, q.hi_in, q.shifts[k])
             if mask is not None:
-                ok &= mask
-            qpos = torch.nonzero(ok).squeeze(1)
-            ins[k], outs[k] = _rows(q, index, qpos, spos[qpos])
+                keep = torch.nonzero(mask[qpos]).squeeze(1)
+                qpos, spos = qpos[keep], spos[keep]
+            ins[k], outs[k] = _rows(q, index, qpos, spos)
 
 
 def _all_pairs(
