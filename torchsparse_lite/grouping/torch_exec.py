@@ -37,7 +37,7 @@ from ..kmap.kernel_map import KernelMap, MapPairs
 from .config import GroupingConfig, as_grouping
 from .execution import ExecutionPlan, default_scatter
 from .plan import Group, GroupPlan, plan_groups
-from .segments import pair_slice, run_segments
+from .segments import Workspace, block_cells, pair_slice, run_segments, workspace
 
 AnyMap = KernelMap | MapPairs  # the executors read pairs, counts and row counts only (the conv ops pass MapPairs)
 GroupIndex = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -140,6 +140,13 @@ def run_groups(x: torch.Tensor, weight: torch.Tensor, kmap: AnyMap, plan: Execut
     return out[:n_rows] if padded else out
 
 
+def _gather(x: torch.Tensor, rows: torch.Tensor, ws: Workspace | None, name: str) -> torch.Tensor:
+    """``x[rows]``, into workspace buffer ``name`` when ``ws`` is given (else a fresh, differentiable gather)."""
+    if ws is None:
+        return x.index_select(0, rows)
+    return torch.index_select(x, 0, rows, out=ws.take(name, rows.numel(), x.shape[1], x))
+
+
 def weight_grad_groups(
     feats: torch.Tensor, grad_out: torch.Tensor, kmap: AnyMap, plan: ExecutionPlan
 ) -> torch.Tensor:
@@ -148,13 +155,19 @@ def weight_grad_groups(
     grad = feats.new_zeros((kmap.volume, feats.shape[1], grad_out.shape[1]))
     if groups.identity is not None:
         grad[groups.identity].addmm_(feats.t(), grad_out)
+    # Gathers go into the thread's workspace (pages stay mapped; fresh
+    # multi-MiB gathers page-fault on most calls), in steps bounded like the
+    # segment pass's blocks, unless a double backward records this pass.
+    recorded = torch.is_grad_enabled() and (feats.requires_grad or grad_out.requires_grad)
+    ws = None if recorded else workspace()
+    step = block_cells(feats.shape[1], grad_out.shape[1], feats.dtype, plan.chunk_rows)
     for group, index in zip(groups.groups, _batched(kmap, groups)):
         if index is None:
             k = group.offsets[0]
             src, dst = pair_slice(kmap, groups, k)
-            for s in range(0, src.shape[0], plan.chunk_rows):
-                a = feats.index_select(0, src[s : s + plan.chunk_rows])
-                grad[k].addmm_(a.t(), grad_out.index_select(0, dst[s : s + plan.chunk_rows]))
+            for s in range(0, src.shape[0], step):
+                a = _gather(feats, src[s : s + step], ws, "g")
+                grad[k].addmm_(a.t(), _gather(grad_out, dst[s : s + step], ws, "y"))
             continue
         src, dst, valid = index
         step = max(1, plan.chunk_rows // len(group.offsets))
