@@ -26,6 +26,7 @@ from .geometry import MODES, ConvGeometry, triple
 from .keys import check_coords
 from .outputs import check_bound, output_coords
 from .pairs import map_pairs
+from .tiled import tiled_map
 
 __all__ = ["MODES", "KernelMap", "MapPairs", "build_kernel_map", "build_map", "offset_bounds"]
 
@@ -162,6 +163,11 @@ def _kernel_map(
                      geometry.bound, geometry.out_shape)  # fmt: skip
 
 
+def _sorts(builder: str, coords: torch.Tensor) -> bool:
+    """True when ``builder`` resolves to the PyTorch sort builder for ``coords`` (see ``make_index``)."""
+    return builder in ("sort", "auto") and not coords.is_cuda
+
+
 def build_map(
     in_coords: torch.Tensor,
     geometry: ConvGeometry,
@@ -203,6 +209,10 @@ def build_map(
                 "out_coords: a submanifold map's outputs are its inputs, row for row; to map onto other "
                 "coordinates use mode='conv' with stride 1 (and the same kernel and padding)"
             )
+    if out_coords is None and geometry.mode == "conv" and geometry.tiles and _sorts(builder, in_coords):
+        # Windows that tile the grid need no search (the hash builder keeps the search, a second opinion).
+        out_coords, in_idx, out_idx, counts = tiled_map(in_coords, geometry)
+        return _kernel_map(geometry, in_coords, out_coords, in_idx, out_idx, counts, None)
     offsets = geometry.offsets(in_coords.device)
     if out_coords is None:
         out_coords = output_coords(in_coords, geometry, offsets)
