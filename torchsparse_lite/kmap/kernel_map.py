@@ -181,7 +181,9 @@ def build_map(
     input keys, derive per-output base keys, look every offset up
     (:func:`~torchsparse_lite.kmap.pairs.map_pairs`). In a traced graph the
     same stages run inside custom ops (:func:`~torchsparse_lite.ops.maps.traced_map`),
-    which also check the coordinate values, on the real tensors.
+    which also check the coordinate values, on the real tensors. A conv whose
+    windows tile the grid (kernel == stride, no padding or dilation) skips the
+    index and the search on the CPU sort builder (:mod:`.tiled`).
 
     Args:
         in_coords: [N, 4] integer (batch, x, y, z), unique, in [0, MAX_COORD]
