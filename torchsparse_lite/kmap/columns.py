@@ -66,8 +66,8 @@ def column_matches(
     # lies above its lowest tap. Keys are unique and sorted, so along the
     # window the gaps strictly increase and ``rel`` can only sit in one of the
     # first ``rel + 1 + slack`` slots (each stored key of the window before it
-    # pushes it one slot further), and in at most one. ``index_select`` on 1-D tensors: the
-    # advanced-indexing gather of a 2-D window costs 3x more on the CPU.
+    # pushes it one slot further), and in at most one. ``index_select`` on 1-D
+    # tensors: the advanced-indexing gather of a 2-D window costs 3x more.
     gaps = [padded_keys.index_select(0, positions + j if j else positions) - targets for j in range(width)]
     out = []
     for rel in dz_span:
