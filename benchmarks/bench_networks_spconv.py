@@ -1,10 +1,13 @@
-"""Whole-network CPU benchmark: MinkUNet-18 on torchsparse_lite vs the same network built from spconv 2.3.8 modules.
+"""Whole-network CPU benchmark: MinkUNet-18 or a plain U-Net on torchsparse_lite vs the same network from spconv 2.3.8.
 
-Usage:  python benchmarks/bench_networks_spconv.py [--voxel-size 0.1] [--cr 1.0] [--reps 3] [--out ...]
+Usage:  python benchmarks/bench_networks_spconv.py [--net minkunet18|unet] [--voxel-size 0.1] [--cr 1.0] [--reps 3]
 
-The spconv network (``torchsparse_lite.bench.peers.spconv_minkunet``) mirrors
-the native MinkUNet module for module and gets its weights through
-``torchsparse_lite.interop.to_spconv_state_dict``; the logits are checked
+Networks: ``minkunet18`` (``--cr`` scales its widths) and ``unet``, the
+4-level U-Net of widths 32-256 with k2 s2 down-sampling, transposed
+up-sampling and additive skips (``torchsparse_lite.bench.peers.unet``). The
+spconv network (``torchsparse_lite.bench.peers.spconv_minkunet`` /
+``build_spconv_unet``) mirrors the native one module for module and gets its
+weights through ``torchsparse_lite.interop.to_spconv_state_dict``; the logits are checked
 equal (1e-4 relative to their scale) before anything is timed. One thread on
 both sides (spconv's CPU build is only correct single-threaded), eval mode,
 alternating calls, medians of ``--reps``:
@@ -17,7 +20,8 @@ alternating calls, medians of ``--reps``:
 
 Workload: SemanticKITTI 000000 (``$TORCHSPARSE_LITE_DATA`` or ../shared/data)
 at ``--voxel-size`` (0.1 m: 68,642 voxels), else one synthetic outdoor scan.
-Writes JSON to ``benchmarks/results/networks_spconv_cpu.json``.
+Writes JSON and a PNG to ``benchmarks/results/networks_spconv_cpu.json`` (MinkUNet-18)
+or ``networks_spconv_unet_cpu.json`` (U-Net).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ torch.set_num_threads(1)
 from torchsparse_lite import SparseTensor, sparse_quantize  # noqa: E402
 from torchsparse_lite.bench.env import machine_info  # noqa: E402
 from torchsparse_lite.bench.peers.spconv_minkunet import build_spconv_minkunet  # noqa: E402
+from torchsparse_lite.bench.peers.unet import SparseUNet, build_spconv_unet  # noqa: E402
 from torchsparse_lite.interop import to_spconv_state_dict  # noqa: E402
 from torchsparse_lite.models import MinkUNet  # noqa: E402
 
@@ -62,14 +67,17 @@ def load_scan(voxel: float) -> tuple[torch.Tensor, torch.Tensor, str]:
     return torch.from_numpy(pts[q.index.numpy()]), coords, source
 
 
-def build_models(cr: float, seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]:
-    """(native MinkUNet-18, spconv mirror, the mirror on compat.spconv), same weights, eval mode."""
+NETS = {"minkunet18": build_spconv_minkunet, "unet": build_spconv_unet}
+
+
+def build_models(net: str, cr: float, seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]:
+    """(native ``net``, its spconv mirror, the mirror on compat.spconv), same weights, eval mode."""
     import spconv.pytorch as sp  # noqa: PLC0415 - the peer is optional
 
     import torchsparse_lite.compat.spconv as cp  # noqa: PLC0415
 
     torch.manual_seed(seed)
-    native = MinkUNet(4, 19, cr=cr).eval()
+    native = (MinkUNet(4, 19, cr=cr) if net == "minkunet18" else SparseUNet(4, 19)).eval()
     for m in native.modules():
         if isinstance(m, torch.nn.BatchNorm1d):  # non-trivial statistics, so a wrong channel order shows
             m.running_mean.uniform_(-0.2, 0.2)
@@ -77,7 +85,7 @@ def build_models(cr: float, seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Mo
     state = to_spconv_state_dict(native)
     mirrors = []
     for lib in (sp, cp):
-        mirror = build_spconv_minkunet(lib, native).eval()
+        mirror = NETS[net](lib, native).eval()
         mirror.load_state_dict(state, strict=True)
         mirrors.append(mirror)
     return native, mirrors[0], mirrors[1]
@@ -121,12 +129,15 @@ def plot(times: dict[str, float], spconv_s: float, path: Path, title: str) -> No
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--net", choices=sorted(NETS), default="minkunet18")
     ap.add_argument("--voxel-size", type=float, default=0.1)
     ap.add_argument("--cr", type=float, default=1.0, help="MinkUNet width multiplier (1.0 = MinkUNet-18)")
     ap.add_argument("--reps", type=int, default=3)
-    default_out = Path(__file__).resolve().parent / "results" / "networks_spconv_cpu.json"
-    ap.add_argument("--out", type=Path, default=default_out)
+    ap.add_argument("--out", type=Path, help="default: benchmarks/results/networks_spconv[_unet]_cpu.json")
     args = ap.parse_args(argv)
+    suffix = "" if args.net == "minkunet18" else f"_{args.net}"
+    args.out = args.out or Path(__file__).resolve().parent / "results" / f"networks_spconv{suffix}_cpu.json"
+    label = f"MinkUNet-18 cr {args.cr}" if args.net == "minkunet18" else "U-Net 32-256"
     import spconv.pytorch as sp  # noqa: PLC0415
 
     import torchsparse_lite.compat.spconv as cp  # noqa: PLC0415
@@ -134,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     feats, coords, source = load_scan(args.voxel_size)
     # a multiple of 16 per axis: spconv's k=2 s=2 convs keep floor(n / 2) outputs, the native ones every window
     shape = [(int(v) + 16) // 16 * 16 for v in coords[:, 1:].amax(0)]
-    native, theirs, compat = build_models(args.cr)
-    print(f"{source} at {args.voxel_size} m: {len(coords)} voxels; MinkUNet-18 cr {args.cr}")
+    native, theirs, compat = build_models(args.net, args.cr)
+    print(f"{source} at {args.voxel_size} m: {len(coords)} voxels; {label}")
     with torch.no_grad():
         ref = native(SparseTensor(feats, coords))
         err = float((theirs(sp.SparseConvTensor(feats, coords, shape, 1)) - ref).abs().max())
@@ -165,12 +176,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<50} {t * 1e3:9.1f} ms  {ratio}")
     info = machine_info("cpu")
     result = {"benchmark": "networks_spconv", "workload": {"source": source, "voxel_size": args.voxel_size,
-              "voxels": len(coords)}, "model": {"name": "minkunet18", "cr": args.cr}, "reps": args.reps,
+              "voxels": len(coords)}, "model": {"name": args.net, "cr": args.cr if suffix == "" else None},
+              "reps": args.reps,
               "max_abs_err": {"spconv": err, "compat": err_compat}, "median_s": times,
               "ratio_vs_spconv": {k: v / spc for k, v in times.items() if "bwd" not in k}, "machine": info}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
-    plot(times, spc, args.out.with_suffix(".png"), f"MinkUNet-18 cr {args.cr}, {len(coords):,} voxels, 1 thread")
+    plot(times, spc, args.out.with_suffix(".png"), f"{label}, {len(coords):,} voxels, 1 thread")
     print(f"{info['date_utc']}, {info['cpu']}, 1 thread, torch {info['versions']['torch']}, "
           f"spconv {info['versions']['spconv']}; JSON: {args.out}")
     return 0

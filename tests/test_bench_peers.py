@@ -183,25 +183,40 @@ def test_forward_refuses_tensors_without_pairs(one_thread, pair_builds):
     assert x.find_indice_pair("bench") is not None  # taken from the first call's OUTPUT indice_dict
 
 
-def test_spconv_minkunet_mirror_matches_native() -> None:
-    """The spconv MinkUNet mirror, loaded with the native weights, gives the native logits (1 thread)."""
-    from torchsparse_lite.bench.peers.spconv_minkunet import build_spconv_minkunet  # noqa: PLC0415
-    from torchsparse_lite.interop import to_spconv_state_dict  # noqa: PLC0415
-    from torchsparse_lite.models import MinkUNet  # noqa: PLC0415
-
-    torch.manual_seed(0)
-    native = MinkUNet(4, 5, cr=0.25).eval()
+def _randomised_bn(native: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial BatchNorm statistics, so a wrong channel order shows."""
     for m in native.modules():
         if isinstance(m, torch.nn.BatchNorm1d):
             m.running_mean.uniform_(-0.2, 0.2)
             m.running_var.uniform_(0.5, 1.5)
+    return native.eval()
+
+
+def _mirror_case() -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
     xyz = torch.randint(0, 24, (600, 3), generator=g)
     coords = torch.unique(torch.cat([torch.zeros(600, 1, dtype=torch.int64), xyz], 1), dim=0).int()
-    feats = torch.randn(len(coords), 4, generator=g)
-    mirror = build_spconv_minkunet(sp, native).eval()
-    mirror.load_state_dict(to_spconv_state_dict(native), strict=True)
+    return torch.randn(len(coords), 4, generator=g), coords
+
+
+@pytest.mark.parametrize("net", ["minkunet", "unet"])
+def test_spconv_mirror_matches_native(net: str) -> None:
+    """The spconv mirrors, loaded with the native weights, give the native logits (1 thread), on spconv and compat."""
+    import torchsparse_lite.compat.spconv as cp  # noqa: PLC0415
+    from torchsparse_lite.bench.peers.spconv_minkunet import build_spconv_minkunet  # noqa: PLC0415
+    from torchsparse_lite.bench.peers.unet import SparseUNet, build_spconv_unet  # noqa: PLC0415
+    from torchsparse_lite.interop import to_spconv_state_dict  # noqa: PLC0415
+    from torchsparse_lite.models import MinkUNet  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    native = _randomised_bn(MinkUNet(4, 5, cr=0.25) if net == "minkunet" else SparseUNet(4, 5, (8, 16, 24, 32)))
+    build = build_spconv_minkunet if net == "minkunet" else build_spconv_unet
+    feats, coords = _mirror_case()
     with torch.no_grad():
         ours = native(SparseTensor(feats, coords))
-        theirs = mirror(sp.SparseConvTensor(feats, coords, [32, 32, 32], 1))
-    assert torch.allclose(ours, theirs, atol=1e-5, rtol=1e-5), float((ours - theirs).abs().max())
+        for lib in (sp, cp):
+            mirror = build(lib, native).eval()
+            mirror.load_state_dict(to_spconv_state_dict(native), strict=True)
+            theirs = mirror(lib.SparseConvTensor(feats, coords, [32, 32, 32], 1))
+            err = float((ours - theirs).abs().max())
+            assert torch.allclose(ours, theirs, atol=1e-5, rtol=1e-5), (lib.__name__, err)

@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from ..kmap.numpy_ops import stable_argsort
 from .plan import GroupPlan
 
 if TYPE_CHECKING:
@@ -162,7 +163,7 @@ def _by_destination(members: Pairs) -> Pairs:
         sorted_pairs = []
         for src, dst in pairs:
             if dst.numel() > 1 and bool((dst[1:] < dst[:-1]).any()):
-                by = torch.argsort(dst, stable=True)
+                by = stable_argsort(dst)
                 src, dst = src[by], dst[by]
             sorted_pairs.append((src, dst))
         out.append(sorted_pairs)

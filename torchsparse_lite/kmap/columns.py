@@ -21,6 +21,8 @@ from collections import defaultdict
 
 import torch
 
+from .numpy_ops import flat_nonzero
+
 MAX_WINDOW = 8  # beyond this many integers per column, per-tap searches are cheaper than the compares
 
 
@@ -75,7 +77,7 @@ def column_matches(
         hit = gaps[0] == rel
         for j in range(1, last + 1):
             hit |= gaps[j] == rel
-        rows = torch.nonzero(hit).squeeze(1)
+        rows = flat_nonzero(hit)
         found = positions.index_select(0, rows)
         # The one slot whose gap is ``rel`` (the padding past the end breaks
         # the increase, so the slot is matched, not counted).

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..config import KMAP_BUILDERS
+from .numpy_ops import flat_nonzero
 from .protocol import EMPTY, SPLITMIX_1, SPLITMIX_2, Index, duplicate_error, empty_table, hits, sort_keys
 from .threads import thread_map
 
@@ -62,7 +63,7 @@ class HashIndex:
     def query(self, keys: torch.Tensor) -> torch.Tensor:
         """[M] int64 keys (negative = no query) -> [M] int64 rows, -1 where absent."""
         rows = torch.full_like(keys, EMPTY)
-        active = torch.nonzero(keys >= 0).squeeze(1)
+        active = flat_nonzero(keys >= 0)
         home = _hash(keys)
         probe = 0
         while active.numel():
@@ -145,7 +146,7 @@ class SortIndex:
         if self.sorted_keys.numel() == 0:
             return keys.new_empty(0), keys.new_empty(0)
         pos = self._positions(keys)
-        hit = torch.nonzero(self.sorted_keys[pos] == keys).squeeze(1)
+        hit = flat_nonzero(self.sorted_keys[pos] == keys)
         return hit, self.order[pos[hit]]
 
 
@@ -156,14 +157,17 @@ def _splits(n: int, parts: int) -> list[tuple[int, int]]:
     return [(lo, min(n, lo + step)) for lo in range(0, n, step)] if n else [(0, 0)]
 
 
-def make_index(keys: torch.Tensor, builder: str, name: str = "coords") -> Index:
-    """Build the index named by ``builder``: ``"hash"``, ``"sort"`` or ``"auto"``.
-
-    ``"auto"`` takes the sort index on the CPU (vectorised binary search beats
-    round-based probing there) and the hash table on the GPU.
-    """
+def resolve_builder(builder: str, device: torch.device) -> str:
+    """The index ``builder`` names on ``device``: ``"auto"`` is the sort index on the CPU (vectorised
+    binary search beats round-based probing there) and the hash table on the GPU; others name themselves."""
     if builder == "auto":
-        builder = "hash" if keys.is_cuda else "sort"
+        return "hash" if device.type == "cuda" else "sort"
+    return builder
+
+
+def make_index(keys: torch.Tensor, builder: str, name: str = "coords") -> Index:
+    """Build the index named by ``builder``: ``"hash"``, ``"sort"`` or ``"auto"`` (:func:`resolve_builder`)."""
+    builder = resolve_builder(builder, keys.device)
     if builder in ("triton_hash", "triton_sort") or (keys.is_cuda and builder in ("hash", "sort")):
         # CUDA keys get the Triton-kernel index of the same kind; the explicit
         # "triton_*" names let tests run it on the CPU under TRITON_INTERPRET=1.

@@ -22,11 +22,12 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from ..ops.maps import traced_map
+from .candidates import enumerated_map, enumerates
 from .geometry import MODES, ConvGeometry, triple
+from .index import resolve_builder
 from .keys import check_coords
 from .outputs import check_bound, output_coords
 from .pairs import map_pairs
-from .tiled import tiled_map
 
 __all__ = ["MODES", "KernelMap", "MapPairs", "build_kernel_map", "build_map", "offset_bounds"]
 
@@ -164,8 +165,8 @@ def _kernel_map(
 
 
 def _sorts(builder: str, coords: torch.Tensor) -> bool:
-    """True when ``builder`` resolves to the PyTorch sort builder for ``coords`` (see ``make_index``)."""
-    return builder in ("sort", "auto") and not coords.is_cuda
+    """True when ``builder`` resolves to the PyTorch sort builder for ``coords`` (not the Triton one)."""
+    return not coords.is_cuda and resolve_builder(builder, coords.device) == "sort"
 
 
 def build_map(
@@ -181,9 +182,10 @@ def build_map(
     input keys, derive per-output base keys, look every offset up
     (:func:`~torchsparse_lite.kmap.pairs.map_pairs`). In a traced graph the
     same stages run inside custom ops (:func:`~torchsparse_lite.ops.maps.traced_map`),
-    which also check the coordinate values, on the real tensors. A conv whose
-    windows tile the grid (kernel == stride, no padding or dilation) skips the
-    index and the search on the CPU sort builder (:mod:`.tiled`).
+    which also check the coordinate values, on the real tensors. A strided or
+    generative conv whose outputs are computed here skips the index and the
+    search on the CPU sort builder: its pairs are its inputs' candidates
+    (:mod:`.candidates`).
 
     Args:
         in_coords: [N, 4] integer (batch, x, y, z), unique, in [0, MAX_COORD]
@@ -211,14 +213,13 @@ def build_map(
                 "out_coords: a submanifold map's outputs are its inputs, row for row; to map onto other "
                 "coordinates use mode='conv' with stride 1 (and the same kernel and padding)"
             )
-    if out_coords is None and geometry.mode == "conv" and geometry.tiles and _sorts(builder, in_coords):
-        # Windows that tile the grid need no search (the hash builder keeps the search, a second opinion).
-        out_coords, in_idx, out_idx, counts = tiled_map(in_coords, geometry)
+    if out_coords is None and enumerates(geometry) and _sorts(builder, in_coords):
+        # The candidates are the pairs: no search (the hash builder keeps the search, a second opinion).
+        out_coords, in_idx, out_idx, counts = enumerated_map(in_coords, geometry)
         return _kernel_map(geometry, in_coords, out_coords, in_idx, out_idx, counts, None)
-    offsets = geometry.offsets(in_coords.device)
     if out_coords is None:
-        out_coords = output_coords(in_coords, geometry, offsets)
-    return _kernel_map(geometry, in_coords, out_coords, *map_pairs(in_coords, out_coords, geometry, builder, offsets))
+        out_coords = output_coords(in_coords, geometry)
+    return _kernel_map(geometry, in_coords, out_coords, *map_pairs(in_coords, out_coords, geometry, builder))
 
 
 def build_kernel_map(

@@ -19,6 +19,7 @@ from .columns import column_matches, plan_columns
 from .geometry import ConvGeometry
 from .index import SortIndex, make_index
 from .keys import COORD_BITS, MAX_COORD, pack
+from .numpy_ops import flat_nonzero, sort_distinct
 
 Pairs = tuple[torch.Tensor, torch.Tensor, tuple[int, ...], "int | None"]
 """(in_idx [M] int64, out_idx [M] int64, pairs per offset, identity offset or None)."""
@@ -128,7 +129,7 @@ def _offset_pairs(
     hit, found = index.lookup(keys)
     if q.row_of is None:
         return found, hit
-    out_rows, by_row = torch.sort(q.row_of[hit])
+    out_rows, by_row = sort_distinct(q.row_of[hit])
     return found[by_row], out_rows
 
 
@@ -152,7 +153,7 @@ def _rows(q: _Queries, index: SortIndex, qpos: torch.Tensor, spos: torch.Tensor)
     found = spos if index.in_key_order else index.order[spos]  # rows in key order are their own ranks
     if q.row_of is None:
         return found, qpos
-    out_rows, by_row = torch.sort(q.row_of[qpos])
+    out_rows, by_row = sort_distinct(q.row_of[qpos])
     return found[by_row], out_rows
 
 
@@ -177,7 +178,7 @@ def _column_pairs(q: _Queries, index: SortIndex, plan: list, ins: list, outs: li
         for (k, _), (qpos, spos) in zip(members, found):
             mask = _in_range_mask(q.base[:, 1:], q.lo, q.hi, q.hi_in, q.shifts[k])
             if mask is not None:
-                keep = torch.nonzero(mask[qpos]).squeeze(1)
+                keep = flat_nonzero(mask[qpos])
                 qpos, spos = qpos[keep], spos[keep]
             ins[k], outs[k] = _rows(q, index, qpos, spos)
 
@@ -213,7 +214,7 @@ def _all_pairs(
             if mirror_in.numel() < 2 or bool((mirror_in[1:] >= mirror_in[:-1]).all()):
                 ins[k], outs[k] = mirror_out, mirror_in  # already in output order (inputs in key order)
             else:
-                order = torch.argsort(mirror_in)
+                _, order = sort_distinct(mirror_in)
                 ins[k], outs[k] = mirror_out[order], mirror_in[order]
     return ins, outs, centre
 

@@ -1,6 +1,6 @@
 """What every coordinate index shares: the :class:`Index` protocol, its constants and errors.
 
-Imports nothing of the package but :mod:`.keys`, so the PyTorch indexes
+Imports nothing of the package but :mod:`.keys` and :mod:`.numpy_ops`, so the PyTorch indexes
 (:mod:`.index`) and the Triton ones (``torchsparse_lite.kernels``) both build
 on it without importing each other.
 """
@@ -12,6 +12,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from .keys import unpack
+from .numpy_ops import flat_nonzero, sort_distinct
 
 EMPTY = -1  # empty table slot / absent row
 SPLITMIX_1 = -4658895280553007687  # 0xBF58476D1CE4E5B9 as a signed int64 (SplitMix64 finaliser)
@@ -62,7 +63,7 @@ def sort_keys(keys: torch.Tensor, name: str = "coords") -> tuple[torch.Tensor, t
     """
     if keys.numel() < 2 or bool((keys[1:] > keys[:-1]).all()):
         return keys, torch.arange(keys.numel(), device=keys.device), True
-    sorted_keys, order = torch.sort(keys)
+    sorted_keys, order = sort_distinct(keys)  # a duplicate, if any, is found below either way
     dup = sorted_keys[1:] == sorted_keys[:-1]
     if bool(dup.any()):
         raise duplicate_error(int(sorted_keys[1:][dup][0]), name)
@@ -71,5 +72,5 @@ def sort_keys(keys: torch.Tensor, name: str = "coords") -> tuple[torch.Tensor, t
 
 def hits(found: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(positions, rows)`` of the hits of a ``query`` answer (rows >= 0)."""
-    hit = torch.nonzero(found >= 0).squeeze(1)
+    hit = flat_nonzero(found >= 0)
     return hit, found[hit]

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..kmap.keys import MAX_COORD, check_coords, pack
+from ..kmap.numpy_ops import unique_inverse
 from ..tensor import SparseTensor, check_feats
 
 
@@ -78,7 +79,7 @@ def sparse_quantize(
         )
     coords4 = torch.cat([torch.zeros_like(grid[:, :1]), grid], dim=1)
     keys = pack(coords4)
-    uniq, inverse = torch.unique(keys, return_inverse=True)
+    uniq, inverse, _ = unique_inverse(keys)
     n = keys.shape[0]
     # First point of each voxel: the smallest point index among its members.
     index = torch.full((uniq.shape[0],), n, dtype=torch.int64, device=keys.device).scatter_reduce_(

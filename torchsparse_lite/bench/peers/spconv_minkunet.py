@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 
-def _block(sp, cin: int, cout: int, k: int, level: int, kind: str, relu: bool = True):
+def spconv_block(sp, cin: int, cout: int, k: int, level: int, kind: str, relu: bool = True):
     """``conv -> bn (-> relu)`` as a ``SparseSequential`` named like the native ``ConvBlock``."""
     if kind == "subm":
         conv = sp.SubMConv3d(cin, cout, k, padding=k // 2, bias=False, indice_key=f"subm{level}")
@@ -41,10 +41,11 @@ def _residual(sp, cin: int, cout: int, level: int):
         def __init__(self) -> None:
             super().__init__()
             self.main = sp.SparseSequential(
-                _block(sp, cin, cout, 3, level, "subm"), _block(sp, cout, cout, 3, level, "subm", relu=False)
+                spconv_block(sp, cin, cout, 3, level, "subm"),
+                spconv_block(sp, cout, cout, 3, level, "subm", relu=False),
             )
             self.downsample = (
-                nn.Identity() if cin == cout else _block(sp, cin, cout, 1, level, "subm", relu=False)
+                nn.Identity() if cin == cout else spconv_block(sp, cin, cout, 1, level, "subm", relu=False)
             )
             self.relu = nn.ReLU(inplace=True)
 
@@ -70,14 +71,14 @@ def build_spconv_minkunet(sp, native: nn.Module) -> nn.Module:
     cs, blocks = native.channels, DEPTHS[native.depth]
 
     def down_stage(cin: int, cout: int, n: int, level: int):
-        layers = [_block(sp, cin, cin, 2, level, "down"), _residual(sp, cin, cout, level + 1)]
+        layers = [spconv_block(sp, cin, cin, 2, level, "down"), _residual(sp, cin, cout, level + 1)]
         layers += [_residual(sp, cout, cout, level + 1) for _ in range(n - 1)]
         return sp.SparseSequential(*layers)
 
     class Up(nn.Module):
         def __init__(self, cin: int, cout: int, cskip: int, n: int, level: int) -> None:
             super().__init__()
-            self.up = _block(sp, cin, cout, 2, level, "inverse")
+            self.up = spconv_block(sp, cin, cout, 2, level, "inverse")
             self.blocks = sp.SparseSequential(
                 _residual(sp, cout + cskip, cout, level), *[_residual(sp, cout, cout, level) for _ in range(n - 1)]
             )
@@ -90,7 +91,7 @@ def build_spconv_minkunet(sp, native: nn.Module) -> nn.Module:
         def __init__(self) -> None:
             super().__init__()
             self.stem = sp.SparseSequential(
-                _block(sp, native.in_channels, cs[0], 3, 0, "subm"), _block(sp, cs[0], cs[0], 3, 0, "subm")
+                spconv_block(sp, native.in_channels, cs[0], 3, 0, "subm"), spconv_block(sp, cs[0], cs[0], 3, 0, "subm")
             )
             for i in range(4):
                 setattr(self, f"stage{i + 1}", down_stage(cs[i], cs[i + 1], blocks[i], i))
