@@ -143,31 +143,25 @@ def run_mode(feats: torch.Tensor, coords: torch.Tensor, cr: float, train: bool, 
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
-    import matplotlib  # noqa: PLC0415 - plotting only at the end
+    from torchsparse_lite.bench.plots import saved_figure  # noqa: PLC0415 - matplotlib only at the end
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    timed = [r for r in rows if "eager" in r]
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    x = np.arange(len(timed))
-    for i, side in enumerate(("eager", "compiled")):
-        med = [r[side]["median"] * 1e3 for r in timed]
-        err = [[(r[side]["median"] - r[side]["q1"]) * 1e3 for r in timed],
-               [(r[side]["q3"] - r[side]["median"]) * 1e3 for r in timed]]  # fmt: skip
-        bars = ax.bar(x + (i - 0.5) * 0.38, med, 0.38, yerr=err, capsize=3, label=side)
-        ax.bar_label(bars, fmt="%.0f", fontsize=8)
-    top = max((r[side]["q3"] for r in timed for side in ("eager", "compiled")), default=0.0) * 1e3
-    for j, r in enumerate(timed):
-        ax.text(x[j], top * 1.1, f"compiled / eager {r['ratio_compiled_over_eager']:.2f}", ha="center", fontsize=9)
-    ax.set_ylim(0, top * 1.25 or 1.0)
-    ax.set_xticks(x, [r["mode"] for r in timed])
-    ax.set_ylabel("ms per call (median, IQR)")
-    ax.set_title(title, fontsize=9)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with saved_figure(path, (6, 3.6), dpi=120) as (_, ax):
+        timed = [r for r in rows if "eager" in r]
+        x = np.arange(len(timed))
+        for i, side in enumerate(("eager", "compiled")):
+            med = [r[side]["median"] * 1e3 for r in timed]
+            err = [[(r[side]["median"] - r[side]["q1"]) * 1e3 for r in timed],
+                   [(r[side]["q3"] - r[side]["median"]) * 1e3 for r in timed]]  # fmt: skip
+            bars = ax.bar(x + (i - 0.5) * 0.38, med, 0.38, yerr=err, capsize=3, label=side)
+            ax.bar_label(bars, fmt="%.0f", fontsize=8)
+        top = max((r[side]["q3"] for r in timed for side in ("eager", "compiled")), default=0.0) * 1e3
+        for j, r in enumerate(timed):
+            ax.text(x[j], top * 1.1, f"compiled / eager {r['ratio_compiled_over_eager']:.2f}", ha="center", fontsize=9)
+        ax.set_ylim(0, top * 1.25 or 1.0)
+        ax.set_xticks(x, [r["mode"] for r in timed])
+        ax.set_ylabel("ms per call (median, IQR)")
+        ax.set_title(title, fontsize=9)
+        ax.legend()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -106,25 +106,19 @@ def alternate(runs: dict, reps: int) -> dict[str, float]:
 
 def plot(times: dict[str, float], spconv_s: float, path: Path, title: str) -> None:
     """Horizontal bars of the median seconds, each labelled with its ratio to spconv's forward."""
-    import matplotlib  # noqa: PLC0415 - plotting only at the end
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    from torchsparse_lite.bench.plots import saved_figure  # noqa: PLC0415 - matplotlib only at the end
 
     names = list(times)
-    fig, ax = plt.subplots(figsize=(8, 0.5 * len(names) + 1.2))
-    ax.barh(range(len(names)), [times[n] for n in names],
-            color=["tab:orange" if n.startswith("spconv") else "tab:blue" for n in names])  # fmt: skip
-    for i, n in enumerate(names):
-        ax.text(times[n], i, f" {times[n]:.2f} s ({times[n] / spconv_s:.2f}x spconv fwd)", va="center", fontsize=8)
-    ax.set_yticks(range(len(names)), names, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("median seconds")
-    ax.set_xlim(0, max(times.values()) * 1.45)
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with saved_figure(path, (8, 0.5 * len(names) + 1.2), dpi=120) as (_, ax):
+        ax.barh(range(len(names)), [times[n] for n in names],
+                color=["tab:orange" if n.startswith("spconv") else "tab:blue" for n in names])  # fmt: skip
+        for i, n in enumerate(names):
+            ax.text(times[n], i, f" {times[n]:.2f} s ({times[n] / spconv_s:.2f}x spconv fwd)", va="center", fontsize=8)
+        ax.set_yticks(range(len(names)), names, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("median seconds")
+        ax.set_xlim(0, max(times.values()) * 1.45)
+        ax.set_title(title)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,21 +83,15 @@ def child(impl: str, mode: str, copies: int, cr: float) -> dict:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib  # noqa: PLC0415 - plotting only at the end
+    from torchsparse_lite.bench.plots import saved_figure  # noqa: PLC0415 - matplotlib only at the end
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    labels = [f"{r['impl']} {r['mode']}\n{r['voxels']:,} voxels" for r in rows]
-    mib = [r["peak_rss_added_bytes"] / 2**20 for r in rows]
-    fig, ax = plt.subplots(figsize=(8, 4))
-    ax.bar(range(len(rows)), mib, color=["tab:blue" if r["impl"] == "ours" else "tab:orange" for r in rows])
-    ax.set_xticks(range(len(rows)), labels, fontsize=8)
-    ax.set_ylabel("peak RSS added by the call (MiB)")
-    ax.set_title("MinkUNet-18, maps built in the call, 1 thread")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with saved_figure(path, (8, 4), dpi=120) as (_, ax):
+        labels = [f"{r['impl']} {r['mode']}\n{r['voxels']:,} voxels" for r in rows]
+        mib = [r["peak_rss_added_bytes"] / 2**20 for r in rows]
+        ax.bar(range(len(rows)), mib, color=["tab:blue" if r["impl"] == "ours" else "tab:orange" for r in rows])
+        ax.set_xticks(range(len(rows)), labels, fontsize=8)
+        ax.set_ylabel("peak RSS added by the call (MiB)")
+        ax.set_title("MinkUNet-18, maps built in the call, 1 thread")
 
 
 def main(argv: list[str] | None = None) -> int:

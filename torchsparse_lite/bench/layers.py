@@ -125,13 +125,18 @@ class LayerCase:
 
 def build_map(coords: torch.Tensor, spec: LayerSpec, builder: str = "hash") -> tuple[KernelMap, torch.Tensor]:
     """Our kernel map of ``spec`` over the stride-1 voxels ``coords``; returns (map, fine coords or None)."""
+    transposed = spec.mode == "transposed"
+    stride = tuple(t // s for t, s in zip(spec.tensor_stride, spec.stride)) if transposed else spec.tensor_stride
+    source = coords_at_stride(coords, stride)
+    return map_over(source, spec, builder), source if transposed else None
+
+
+def map_over(source: torch.Tensor, spec: LayerSpec, builder: str = "hash") -> KernelMap:
+    """Our map of ``spec`` over its own coordinates (what a layer pays): the layer's input [N, 4], or
+    for a transposed layer the fine coordinates [N_fine, 4] of the down-sampling map it swaps."""
     if spec.mode == "transposed":
-        fine_stride = tuple(t // s for t, s in zip(spec.tensor_stride, spec.stride))
-        fine = coords_at_stride(coords, fine_stride)
-        down = build_kernel_map(fine, spec.kernel_size, spec.stride, mode="conv", builder=builder)
-        return down.transpose(), fine
-    cin = coords_at_stride(coords, spec.tensor_stride)
-    return build_kernel_map(cin, spec.kernel_size, spec.stride, mode=spec.mode, builder=builder), None
+        return build_kernel_map(source, spec.kernel_size, spec.stride, mode="conv", builder=builder).transpose()
+    return build_kernel_map(source, spec.kernel_size, spec.stride, mode=spec.mode, builder=builder)
 
 
 def make_case(coords: torch.Tensor, spec: LayerSpec, *, dtype: torch.dtype = torch.float32,
