@@ -60,7 +60,7 @@ def child(impl: str, mode: str, copies: int, cr: float) -> dict:
         coords = torch.cat([coords + torch.tensor([b, 0, 0, 0], dtype=coords.dtype) for b in range(copies)])
         feats = feats.repeat(copies, 1)
     shape = [(int(v) + 16) // 16 * 16 for v in coords[:, 1:].amax(0)]
-    native, theirs, _ = build_models(cr)
+    native, theirs, _ = build_models("minkunet18", cr)
     run_ours = lambda: native(SparseTensor(feats, coords))  # noqa: E731
     run_theirs = lambda: theirs(sp.SparseConvTensor(feats, coords, shape, copies))  # noqa: E731
     before = _rss_bytes()
