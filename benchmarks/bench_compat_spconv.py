@@ -129,23 +129,6 @@ def measure(theirs, ours, feats: torch.Tensor, coords: torch.Tensor, warmup: int
     return times, diff, list(bev_o.shape)
 
 
-def plot(ms: dict[str, float], path: Path, title: str) -> None:
-    """Horizontal bars of the medians, labelled with their ratio to spconv's forward."""
-    from torchsparse_lite.bench.plots import saved_figure  # noqa: PLC0415 - matplotlib only at the end
-
-    names, ref = list(ms), ms["spconv fwd, maps in call"]
-    with saved_figure(path, (8, 0.5 * len(names) + 1.2), dpi=120) as (_, ax):
-        ax.barh(range(len(names)), [ms[n] for n in names],
-                color=["tab:orange" if n.startswith("spconv") else "tab:blue" for n in names])  # fmt: skip
-        for i, n in enumerate(names):
-            ax.text(ms[n], i, f" {ms[n]:.0f} ms ({ms[n] / ref:.2f}x spconv fwd)", va="center", fontsize=8)
-        ax.set_yticks(range(len(names)), names, fontsize=8)
-        ax.invert_yaxis()
-        ax.set_xlabel("median ms")
-        ax.set_xlim(0, max(ms.values()) * 1.5)
-        ax.set_title(title)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--reps", type=int, default=20, help="timed forwards per library (median reported)")
@@ -190,7 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, t in med.items():
         ratio = f"{t / spc:.2f}x spconv fwd" if "bwd" not in name and not name.startswith("spconv") else ""
         print(f"{name:<40} {t:8.1f} ms  {ratio}")
-    plot(med, args.out.with_suffix(".png"), f"SECOND-style backbone, {coords.shape[0]:,} voxels, 1 thread")
+    from torchsparse_lite.bench.plots import plot_peer_bars  # noqa: PLC0415 - matplotlib only at the end
+
+    plot_peer_bars(med, "spconv fwd, maps in call", args.out.with_suffix(".png"),
+                   f"SECOND-style backbone, {coords.shape[0]:,} voxels, 1 thread", unit="ms")  # fmt: skip
     print(f"(medians, 1 thread) -> {args.out}, {args.out.with_suffix('.png').name}")
     return 0
 

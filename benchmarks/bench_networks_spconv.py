@@ -104,23 +104,6 @@ def alternate(runs: dict, reps: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
-def plot(times: dict[str, float], spconv_s: float, path: Path, title: str) -> None:
-    """Horizontal bars of the median seconds, each labelled with its ratio to spconv's forward."""
-    from torchsparse_lite.bench.plots import saved_figure  # noqa: PLC0415 - matplotlib only at the end
-
-    names = list(times)
-    with saved_figure(path, (8, 0.5 * len(names) + 1.2), dpi=120) as (_, ax):
-        ax.barh(range(len(names)), [times[n] for n in names],
-                color=["tab:orange" if n.startswith("spconv") else "tab:blue" for n in names])  # fmt: skip
-        for i, n in enumerate(names):
-            ax.text(times[n], i, f" {times[n]:.2f} s ({times[n] / spconv_s:.2f}x spconv fwd)", va="center", fontsize=8)
-        ax.set_yticks(range(len(names)), names, fontsize=8)
-        ax.invert_yaxis()
-        ax.set_xlabel("median seconds")
-        ax.set_xlim(0, max(times.values()) * 1.45)
-        ax.set_title(title)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--net", choices=sorted(NETS), default="minkunet18")
@@ -176,7 +159,10 @@ def main(argv: list[str] | None = None) -> int:
               "ratio_vs_spconv": {k: v / spc for k, v in times.items() if "bwd" not in k}, "machine": info}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
-    plot(times, spc, args.out.with_suffix(".png"), f"{label}, {len(coords):,} voxels, 1 thread")
+    from torchsparse_lite.bench.plots import plot_peer_bars  # noqa: PLC0415 - matplotlib only at the end
+
+    plot_peer_bars(times, "spconv fwd, maps in call", args.out.with_suffix(".png"),
+                   f"{label}, {len(coords):,} voxels, 1 thread")  # fmt: skip
     print(f"{info['date_utc']}, {info['cpu']}, 1 thread, torch {info['versions']['torch']}, "
           f"spconv {info['versions']['spconv']}; JSON: {args.out}")
     return 0

@@ -29,6 +29,24 @@ def saved_figure(path: Path, figsize: tuple[float, float], ncols: int = 1, dpi: 
         plt.close(fig)
 
 
+def plot_peer_bars(values: dict[str, float], reference: str, path: Path, title: str, unit: str = "s") -> Path:
+    """Horizontal bars of median times (``unit`` ``"s"`` or ``"ms"``), each labelled with its ratio to
+    ``values[reference]`` (the peer's forward); bars whose name starts with ``"spconv"`` are the peer's."""
+    names, ref = list(values), values[reference]
+    with saved_figure(path, (8, 0.5 * len(names) + 1.2), dpi=120) as (_, ax):
+        ax.barh(range(len(names)), [values[n] for n in names],
+                color=["tab:orange" if n.startswith("spconv") else "tab:blue" for n in names])  # fmt: skip
+        for i, n in enumerate(names):
+            label = f" {values[n]:.2f} s" if unit == "s" else f" {values[n]:.0f} ms"
+            ax.text(values[n], i, f"{label} ({values[n] / ref:.2f}x)", va="center", fontsize=8)
+        ax.set_yticks(range(len(names)), names, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel(f"median {'seconds' if unit == 's' else 'ms'} (in brackets: x {reference})")
+        ax.set_xlim(0, max(values.values()) * 1.35)
+        ax.set_title(title)
+    return path
+
+
 def plot_layers(records: list[dict], path: Path, pas: str = "fwd", dtype: str = "float32") -> Path | None:
     """Grouped bars: median time per layer (x) per implementation (bars), first workload of the run."""
     recs = [r for r in records if r["kind"] == "layer" and r.get("pass") == pas and r.get("dtype") == dtype
