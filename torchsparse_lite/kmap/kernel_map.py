@@ -18,6 +18,7 @@ its tensor arguments).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import torch
 
@@ -52,9 +53,9 @@ class _OffsetRuns:
     def volume(self) -> int:
         return len(self.counts)
 
-    @property
+    @cached_property
     def bounds(self) -> list[tuple[int, int]]:
-        """[(start, end)] of each offset's pairs in ``in_idx``/``out_idx``."""
+        """[(start, end)] of each offset's pairs in ``in_idx``/``out_idx`` (computed once, read per tap)."""
         return offset_bounds(self.counts)
 
 
