@@ -96,6 +96,16 @@ def test_outputs_past_the_key_range_raise() -> None:
         enumerated_map(coords, ConvGeometry((2, 2, 2), (2, 2, 2), (1, 1, 1), (0, 0, 0), "transposed"))
 
 
+def test_key_range_is_checked_after_every_axis_drops_its_outside_candidates() -> None:
+    # A k1 transposed conv with padding 1 on y: output y = 2 * y_in - 1, outside the grid for y_in = 0, so the
+    # input's only candidate is dropped whichever axis (x or z) would pass the key range.
+    geom = ConvGeometry((1, 1, 1), (2, 2, 2), (1, 1, 1), (0, 1, 0), "transposed")
+    for coords in ([[0, 65535, 0, 0]], [[0, 0, 0, 65535]]):
+        assert output_coords(torch.tensor(coords, dtype=torch.int32), geom).shape == (0, 4)
+    with pytest.raises(ValueError, match="beyond 65535 on axis z"):
+        output_coords(torch.tensor([[0, 0, 1, 65535]], dtype=torch.int32), geom)
+
+
 def test_enumerated_map_of_no_inputs() -> None:
     empty = torch.zeros(0, 4, dtype=torch.int32)
     for geom in (_geometry(*CASES[0]), _geometry(*CASES[3]), _geometry(*CASES[10])):

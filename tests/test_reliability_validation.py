@@ -188,10 +188,17 @@ def test_duplicate_coordinates_refused() -> None:
 
 
 @pytest.mark.parametrize("builder", ["hash", "sort"])
-def test_duplicate_coordinates_refused_by_map_builders(builder: str) -> None:
-    dup = torch.cat([COORDS, COORDS[1:2]])
+@pytest.mark.parametrize(
+    "kernel,stride,mode",
+    [(3, 1, "submanifold"), (3, 2, "conv"), (2, 2, "conv"), (3, 1, "conv"), (2, 2, "transposed")],
+)
+@pytest.mark.parametrize("where", ["appended", "adjacent"])
+def test_duplicate_coordinates_refused_by_map_builders(builder: str, kernel: int, stride: int, mode: str,
+                                                       where: str) -> None:  # fmt: skip
+    # "adjacent": the copy right after its original, so the inputs stay in (non-strict) key order.
+    dup = torch.cat([COORDS, COORDS[1:2]]) if where == "appended" else torch.cat([COORDS[:2], COORDS[1:]])
     with pytest.raises(ValueError, match="coords.*duplicate"):
-        build_kernel_map(dup, (3, 3, 3), builder=builder)
+        build_kernel_map(dup, kernel, stride, mode=mode, builder=builder)
 
 
 def test_all_points_in_one_voxel_dedup() -> None:

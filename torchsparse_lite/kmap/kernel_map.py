@@ -215,7 +215,8 @@ def build_map(
                 "coordinates use mode='conv' with stride 1 (and the same kernel and padding)"
             )
     if out_coords is None and enumerates(geometry) and _sorts(builder, in_coords):
-        # The candidates are the pairs: no search (the hash builder keeps the search, a second opinion).
+        # The candidates are the pairs: no search. The hash builder keeps the search (a second opinion on
+        # the pairs; its output coordinates come from the same candidates, checked by a brute-force test).
         out_coords, in_idx, out_idx, counts = enumerated_map(in_coords, geometry)
         return _kernel_map(geometry, in_coords, out_coords, in_idx, out_idx, counts, None)
     if out_coords is None:

@@ -76,10 +76,20 @@ def check_coords(coords: torch.Tensor, name: str = "coords") -> torch.Tensor:
 def pack(coords: torch.Tensor) -> torch.Tensor:
     """Pack [N, 4] (batch, x, y, z) coordinates (already range-checked) into [N] int64 keys."""
     c = coords.to(torch.int64)
+    return pack_fields(c[:, 0], c[:, 1], c[:, 2], c[:, 3])
+
+
+def pack_fields(b: torch.Tensor, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """:func:`pack` of the four [N] int64 columns (batch, x, y, z), given separately."""
     # Addition, not bitwise or: the packing is then linear, so a key plus the
     # packed form of a shift is the key of the shifted coordinate whenever the
     # shifted fields stay in range (the map builder relies on this).
-    return (((c[:, 0] << COORD_BITS) + c[:, 1] << COORD_BITS) + c[:, 2] << COORD_BITS) + c[:, 3]
+    return (((b << COORD_BITS) + x << COORD_BITS) + y << COORD_BITS) + z
+
+
+def shift_key(dx: int, dy: int, dz: int) -> int:
+    """The key difference of a spatial shift: ``pack(c + (0, dx, dy, dz)) - pack(c)`` while the fields stay in range."""
+    return (dx << (2 * COORD_BITS)) + (dy << COORD_BITS) + dz
 
 
 def unpack(keys: torch.Tensor) -> torch.Tensor:

@@ -10,9 +10,10 @@ of 550,736 bools takes 0.49 ms where ``torch.nonzero`` takes 1.6 ms. The
 tensors are shared with NumPy (``Tensor.numpy`` / ``torch.from_numpy``), not
 copied.
 
-Every function returns exactly what its PyTorch counterpart returns: the
-sorts here only order distinct values, or are stable, so the result does
-not depend on the algorithm.
+Every function takes 1-D tensors (``flat_nonzero``: any shape) and returns
+exactly what its PyTorch counterpart returns: the sorts here only order
+distinct values, or are stable, so the result does not depend on the
+algorithm.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import torch
 from .columns import column_matches, plan_columns
 from .geometry import ConvGeometry
 from .index import SortIndex, make_index
-from .keys import COORD_BITS, MAX_COORD, pack
+from .keys import MAX_COORD, pack, shift_key
 from .numpy_ops import flat_nonzero, sort_distinct
 
 Pairs = tuple[torch.Tensor, torch.Tensor, tuple[int, ...], "int | None"]
@@ -26,9 +26,8 @@ Pairs = tuple[torch.Tensor, torch.Tensor, tuple[int, ...], "int | None"]
 
 
 def _packed_shift(shift: torch.Tensor) -> int:
-    """Key difference of a spatial shift (dx, dy, dz): packing is linear while fields stay in range."""
-    dx, dy, dz = (int(v) for v in shift)
-    return (dx << (2 * COORD_BITS)) + (dy << COORD_BITS) + dz
+    """Key difference of a spatial shift [3] (dx, dy, dz): packing is linear while fields stay in range."""
+    return shift_key(*(int(v) for v in shift))
 
 
 def _in_range_mask(

@@ -37,6 +37,7 @@ from torch import Tensor
 
 from ..config import KMAP_BUILDERS
 from ..kmap.geometry import ConvGeometry
+from ..kmap.index import resolve_builder
 from ..kmap.keys import check_coords_layout, check_coords_range
 from ..kmap.outputs import check_bound, output_coords
 from ..kmap.pairs import map_pairs
@@ -123,9 +124,8 @@ PAIR_OPS = {builder: _register_pairs(builder) for builder in BUILDERS}
 
 
 def builder_name(builder: str, device: torch.device) -> str:
-    """The registered builder ``builder`` names on ``device`` (``"auto"``: sort on the CPU, hash on the GPU)."""
-    if builder == "auto":
-        return "hash" if device.type == "cuda" else "sort"
+    """The registered builder ``builder`` names on ``device`` (:func:`~torchsparse_lite.kmap.index.resolve_builder`)."""
+    builder = resolve_builder(builder, device)
     if builder not in BUILDERS:
         raise ValueError(f"kmap_builder must be one of {KMAP_BUILDERS}, got {builder!r}")
     return builder
