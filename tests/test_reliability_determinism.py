@@ -17,6 +17,8 @@ from torch import nn
 import torchsparse_lite as tsl
 from torchsparse_lite import SparseTensor, sparse_quantize
 from torchsparse_lite import nn as snn
+from torchsparse_lite.functional.conv import sparse_conv
+from torchsparse_lite.grouping.torch_exec import fixed_order_tn
 
 
 def net() -> nn.Module:
@@ -103,3 +105,54 @@ def test_deterministic_mode_pins_the_tuner(monkeypatch) -> None:
         runs = [sparse_conv(feats, weight, kmap, grouping=GroupingTuner()) for _ in range(2)]
     assert torch.equal(runs[0], runs[1])
     assert GroupingTuner().fixed_choice(kmap) == GroupingTuner().fixed_choice(kmap)
+
+
+def _map_and_conv(coords: torch.Tensor, kind: str) -> dict[str, torch.Tensor]:
+    """One layer's map, forward and gradients (feats and weight), 32 -> 32 channels, deterministic mode."""
+    g = torch.Generator().manual_seed(7)
+    with tsl.use_config(deterministic=True):
+        if kind == "transposed":
+            kmap = tsl.build_kernel_map(coords, 2, 2, mode="conv").transpose()
+        else:
+            kmap = tsl.build_kernel_map(coords, 3, 1 if kind == "subm" else 2, mode="submanifold" if kind == "subm"
+                                        else "conv")  # fmt: skip
+        feats = torch.randn(kmap.n_in, 32, generator=g).requires_grad_(True)
+        weight = (torch.randn(kmap.volume, 32, 32, generator=g) / 16).requires_grad_(True)
+        out = sparse_conv(feats, weight, kmap)
+        out.backward(torch.randn(out.shape, generator=g))
+    return {"in_idx": kmap.in_idx, "out_idx": kmap.out_idx, "out": out.detach(), "grad_feats": feats.grad,
+            "grad_weight": weight.grad}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["subm", "strided", "transposed"])
+def test_map_and_conv_do_not_depend_on_the_thread_count(kind: str) -> None:
+    """Issue 13: map + conv (forward and backward) on 2 threads are bit-identical to 1 thread, in
+    deterministic mode, at sizes where the threaded searches and OpenMP kernels split the work."""
+    coords = random_coords(40000, 64, 1, torch.Generator().manual_seed(3))
+    before = torch.get_num_threads()
+    try:
+        runs = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            runs.append(_map_and_conv(coords, kind))
+    finally:
+        torch.set_num_threads(before)
+    for key, value in runs[0].items():
+        assert torch.equal(value, runs[1][key]), f"{key} differs between 1 and 2 threads"
+
+
+@pytest.mark.parametrize("lead,rows,cin,cout", [((), 0, 8, 4), ((), 5, 16, 16), ((), 1000, 32, 24), ((2,), 700, 16, 8)])
+def test_fixed_order_tn_is_a_transposed_product_whatever_the_thread_count(lead, rows, cin, cout) -> None:
+    g = torch.Generator().manual_seed(rows)
+    a, b = torch.randn(*lead, rows, cin, generator=g), torch.randn(*lead, rows, cout, generator=g)
+    before = torch.get_num_threads()
+    try:
+        got = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            got.append(fixed_order_tn(a, b))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(got[0], got[1])
+    ref = (a.double().transpose(-1, -2) @ b.double()).float()
+    assert got[0].shape == ref.shape and torch.allclose(got[0], ref, atol=1e-4, rtol=1e-5)

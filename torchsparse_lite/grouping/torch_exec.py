@@ -147,14 +147,48 @@ def _gather(x: torch.Tensor, rows: torch.Tensor, ws: Workspace | None, name: str
     return torch.index_select(x, 0, rows, out=ws.take(name, rows.numel(), x.shape[1], x))
 
 
+FIXED_ROWS = 256  # rows per partial product of a deterministic weight gradient (see fixed_order_tn)
+
+
+def fixed_order_tn(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a^T @ b`` over the rows (dim -2) of ``a`` [..., R, Cin] and ``b`` [..., R, Cout], summed in an
+    order that does not depend on the thread count -> [..., Cin, Cout].
+
+    BLAS splits a long reduction across threads (a weight gradient's sum over
+    all pairs differed between 1 and 2 threads), so the rows are cut into
+    :data:`FIXED_ROWS`-row pieces (zero-padded; zeros add nothing), each
+    piece is one small product in a ``bmm`` (probed: identical on 1 and 2
+    threads for 16-256 channels), and the pieces are added as a fixed
+    pairwise tree of elementwise adds.
+    """
+    rows = a.shape[-2]
+    pieces = max(1, -(-rows // FIXED_ROWS))
+    pad = pieces * FIXED_ROWS - rows
+    if pad:
+        a = torch.nn.functional.pad(a, (0, 0, 0, pad))
+        b = torch.nn.functional.pad(b, (0, 0, 0, pad))
+    lead = a.shape[:-2]
+    pa = a.reshape(-1, FIXED_ROWS, a.shape[-1]).transpose(1, 2)
+    parts = torch.bmm(pa, b.reshape(-1, FIXED_ROWS, b.shape[-1])).view(*lead, pieces, a.shape[-1], b.shape[-1])
+    while parts.shape[-3] > 1:
+        if parts.shape[-3] % 2:
+            parts = torch.cat([parts, torch.zeros_like(parts.narrow(-3, 0, 1))], dim=-3)
+        parts = parts[..., 0::2, :, :] + parts[..., 1::2, :, :]
+    return parts.squeeze(-3)
+
+
 def weight_grad_groups(
     feats: torch.Tensor, grad_out: torch.Tensor, kmap: AnyMap, plan: ExecutionPlan
 ) -> torch.Tensor:
     """``grad_weight[k] = feats[in_k].T @ grad_out[out_k]`` for every offset -> [K, Cin, Cout]."""
     groups = plan.groups
     grad = feats.new_zeros((kmap.volume, feats.shape[1], grad_out.shape[1]))
+    det = plan.deterministic
     if groups.identity is not None:
-        grad[groups.identity].addmm_(feats.t(), grad_out)
+        if det:
+            grad[groups.identity] += fixed_order_tn(feats, grad_out)
+        else:
+            grad[groups.identity].addmm_(feats.t(), grad_out)
     # Gathers go into the thread's workspace (pages stay mapped; fresh
     # multi-MiB gathers page-fault on most calls), in steps bounded like the
     # segment pass's blocks, unless a double backward records this pass.
@@ -167,7 +201,11 @@ def weight_grad_groups(
             src, dst = pair_slice(kmap, groups, k)
             for s in range(0, src.shape[0], step):
                 a = _gather(feats, src[s : s + step], ws, "g")
-                grad[k].addmm_(a.t(), _gather(grad_out, dst[s : s + step], ws, "y"))
+                b = _gather(grad_out, dst[s : s + step], ws, "y")
+                if det:
+                    grad[k] += fixed_order_tn(a, b)
+                else:
+                    grad[k].addmm_(a.t(), b)
             continue
         src, dst, valid = index
         step = max(1, plan.chunk_rows // len(group.offsets))
@@ -177,7 +215,7 @@ def weight_grad_groups(
             a = feats.index_select(0, s.reshape(-1)).view(s.shape[0], s.shape[1], -1)
             a = a.masked_fill(~v[:, :, None], 0)
             b = grad_out.index_select(0, d.reshape(-1)).view(d.shape[0], d.shape[1], -1)
-            part = torch.bmm(a.transpose(1, 2), b)
+            part = fixed_order_tn(a, b) if det else torch.bmm(a.transpose(1, 2), b)
             acc = part if acc is None else acc + part
         if acc is not None:
             grad[list(group.offsets)] = acc
