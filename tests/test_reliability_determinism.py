@@ -107,6 +107,19 @@ def test_deterministic_mode_pins_the_tuner(monkeypatch) -> None:
     assert GroupingTuner().fixed_choice(kmap) == GroupingTuner().fixed_choice(kmap)
 
 
+def _on_1_and_2_threads(fn):
+    """``[fn() on 1 thread, fn() on 2 threads]``, the thread count restored after."""
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            results.append(fn())
+        return results
+    finally:
+        torch.set_num_threads(before)
+
+
 def _map_and_conv(coords: torch.Tensor, kind: str) -> dict[str, torch.Tensor]:
     """One layer's map, forward and gradients (feats and weight), 32 -> 32 channels, deterministic mode."""
     g = torch.Generator().manual_seed(7)
@@ -129,14 +142,7 @@ def test_map_and_conv_do_not_depend_on_the_thread_count(kind: str) -> None:
     """Issue 13: map + conv (forward and backward) on 2 threads are bit-identical to 1 thread, in
     deterministic mode, at sizes where the threaded searches and OpenMP kernels split the work."""
     coords = random_coords(40000, 64, 1, torch.Generator().manual_seed(3))
-    before = torch.get_num_threads()
-    try:
-        runs = []
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            runs.append(_map_and_conv(coords, kind))
-    finally:
-        torch.set_num_threads(before)
+    runs = _on_1_and_2_threads(lambda: _map_and_conv(coords, kind))
     for key, value in runs[0].items():
         assert torch.equal(value, runs[1][key]), f"{key} differs between 1 and 2 threads"
 
@@ -145,14 +151,7 @@ def test_map_and_conv_do_not_depend_on_the_thread_count(kind: str) -> None:
 def test_fixed_order_tn_is_a_transposed_product_whatever_the_thread_count(lead, rows, cin, cout) -> None:
     g = torch.Generator().manual_seed(rows)
     a, b = torch.randn(*lead, rows, cin, generator=g), torch.randn(*lead, rows, cout, generator=g)
-    before = torch.get_num_threads()
-    try:
-        got = []
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            got.append(fixed_order_tn(a, b))
-    finally:
-        torch.set_num_threads(before)
+    got = _on_1_and_2_threads(lambda: fixed_order_tn(a, b))
     assert torch.equal(got[0], got[1])
     ref = (a.double().transpose(-1, -2) @ b.double()).float()
     assert got[0].shape == ref.shape and torch.allclose(got[0], ref, atol=1e-4, rtol=1e-5)

@@ -177,6 +177,14 @@ def fixed_order_tn(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return parts.squeeze(-3)
 
 
+def _add_tn(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, deterministic: bool) -> None:
+    """``out += a^T @ b`` (in a thread-count-independent order when ``deterministic``)."""
+    if deterministic:
+        out += fixed_order_tn(a, b)
+    else:
+        out.addmm_(a.t(), b)
+
+
 def weight_grad_groups(
     feats: torch.Tensor, grad_out: torch.Tensor, kmap: AnyMap, plan: ExecutionPlan
 ) -> torch.Tensor:
@@ -185,10 +193,7 @@ def weight_grad_groups(
     grad = feats.new_zeros((kmap.volume, feats.shape[1], grad_out.shape[1]))
     det = plan.deterministic
     if groups.identity is not None:
-        if det:
-            grad[groups.identity] += fixed_order_tn(feats, grad_out)
-        else:
-            grad[groups.identity].addmm_(feats.t(), grad_out)
+        _add_tn(grad[groups.identity], feats, grad_out, det)
     # Gathers go into the thread's workspace (pages stay mapped; fresh
     # multi-MiB gathers page-fault on most calls), in steps bounded like the
     # segment pass's blocks, unless a double backward records this pass.
@@ -201,11 +206,7 @@ def weight_grad_groups(
             src, dst = pair_slice(kmap, groups, k)
             for s in range(0, src.shape[0], step):
                 a = _gather(feats, src[s : s + step], ws, "g")
-                b = _gather(grad_out, dst[s : s + step], ws, "y")
-                if det:
-                    grad[k] += fixed_order_tn(a, b)
-                else:
-                    grad[k].addmm_(a.t(), b)
+                _add_tn(grad[k], a, _gather(grad_out, dst[s : s + step], ws, "y"), det)
             continue
         src, dst, valid = index
         step = max(1, plan.chunk_rows // len(group.offsets))

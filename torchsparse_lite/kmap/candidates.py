@@ -164,8 +164,6 @@ def candidates(in_coords: torch.Tensor, geometry: ConvGeometry) -> tuple[torch.T
         ``geometry.offsets()``; int16, int64 from 32,768 taps on) of each
         pair; a tap's pairs come in input-row order.
     """
-    if not enumerates(geometry):
-        raise ValueError(f"candidates: the outputs of {geometry} are not the candidates of its inputs")
     return _candidates(_columns(in_coords), geometry)
 
 
@@ -176,6 +174,8 @@ def _columns(in_coords: torch.Tensor) -> torch.Tensor:
 
 def _candidates(c: torch.Tensor, geometry: ConvGeometry) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`candidates` over the [4, N] rows ``c`` of :func:`_columns`."""
+    if not enumerates(geometry):
+        raise ValueError(f"the outputs of {geometry} are not the candidates of its inputs")
     slots = _slots(geometry, c.device)
     bases, residue = _bases(c, slots, geometry)
     # [N, S]: each input's slots, one row gather of each table by residue class.
@@ -246,8 +246,6 @@ def enumerated_map(
     Raises:
         ValueError: ``in_coords`` holds a coordinate twice.
     """
-    if not enumerates(geometry):
-        raise ValueError(f"enumerated_map: the outputs of {geometry} are not the candidates of its inputs")
     columns = _columns(in_coords)
     keys, rows, taps = _candidates(columns, geometry)
     out_keys, out_row, _ = unique_inverse(keys)

@@ -3,7 +3,7 @@
 Why not ``torch.sort`` everywhere: NumPy >= 2 sorts 64-bit integers with
 x86-simd-sort (AVX-512 / AVX2 quicksort) and small integers with a radix
 sort, while PyTorch's CPU sort is a scalar one. Measured on the project's
-2-core EPYC VM, one thread, 231,612 int64 keys: ``np.sort`` 2.2 ms vs
+2-core Intel Xeon VM (AVX-512, 2026-12-02), one thread, 231,612 int64 keys: ``np.sort`` 2.2 ms vs
 ``torch.sort`` 10.0 ms, ``np.argsort`` 4.0 ms vs 8.9 ms, ``torch.unique``
 10.7 ms vs 3.1 ms for the sort-and-compare below; and ``np.flatnonzero``
 of 550,736 bools takes 0.49 ms where ``torch.nonzero`` takes 1.6 ms. The
